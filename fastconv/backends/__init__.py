@@ -1,0 +1,1 @@
+"""Kernel backends: one module per backend, same function names (see fastconv._registry)."""
