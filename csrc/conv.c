@@ -1,0 +1,221 @@
+/* conv.c -- 2-D convolution (cross-correlation, NCHW), bias and ReLU fused.
+ *
+ * Variants inside, and why (fc_conv2d picks one per call):
+ *   conv_direct      per-group output channels Kg <= 4, or grouped with Cg*R*S <= 9
+ *                    (depthwise, ResNeXt-like narrow groups): a GEMM would waste most of
+ *                    its MR-row microkernel, so loop directly, tap by tap over whole rows.
+ *   conv_gemm, 1x1   R = S = 1, stride 1, no padding (P = H, Q = W): x[n, group] already is
+ *                    the (Cg, H*W) B matrix, so the GEMM packs straight from the input.
+ *   conv_gemm, im2col  everything else: im2col of a bounded tile of output pixels (per image,
+ *                    per group, at most ~1 MiB of columns), then the blocked GEMM with
+ *                    bias+ReLU in its epilogue. The whole layer is never unrolled.
+ * Weights are packed into the GEMM's MR-row panel layout once per call and shared.
+ * Parallelism: over (image, group, pixel tile) work items, one serial GEMM per thread with
+ * per-thread workspace; when there are fewer items than threads, items run one after
+ * another and the GEMM itself is parallel. Never both.
+ */
+#include "fastconv.h"
+
+#include <string.h>
+
+#define COL_FLOATS (256 * 1024) /* im2col tile budget: 1 MiB */
+
+/* Indices u in [0, count) with 0 <= start + u*step < limit form [*lo, *hi). */
+static void valid_range(int64_t start, int64_t step, int64_t count, int64_t limit,
+                        int64_t *lo, int64_t *hi)
+{
+    int64_t l = start < 0 ? (-start + step - 1) / step : 0;
+    int64_t h = start >= limit ? 0 : (limit - 1 - start) / step + 1;
+    if (h > count) h = count;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+static inline float relu1(float v) { return v <= 0.0f ? 0.0f : v; }
+
+/* ------------------------------------------------------------------ direct */
+
+/* x (N,C,H,W), w (K,C/g,R,S) -> y (N,K,P,Q); one output plane per work item. */
+static void conv_direct(const float *x, const float *w, const float *bias, float *y,
+                        int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
+                        int64_t S, int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt,
+                        int64_t pl, int64_t dh, int64_t dw, int64_t groups, int relu)
+{
+    const int64_t Cg = C / groups, Kg = K / groups;
+    int nt = fc_threads_for(N * K * P * Q * Cg * R * S, 32 * 1024);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t nk = 0; nk < N * K; ++nk) {
+        const int64_t n = nk / K, k = nk % K, g = k / Kg;
+        float *yp = y + nk * P * Q;
+        const float b0 = bias ? bias[k] : 0.0f;
+        for (int64_t i = 0; i < P * Q; ++i) yp[i] = b0;
+        for (int64_t c = 0; c < Cg; ++c) {
+            const float *xp = x + ((n * C + g * Cg + c) * H) * W;
+            for (int64_t r = 0; r < R; ++r) {
+                int64_t p0, p1;
+                valid_range(r * dh - pt, sh, P, H, &p0, &p1);
+                for (int64_t s = 0; s < S; ++s) {
+                    const float wv = w[((k * Cg + c) * R + r) * S + s];
+                    int64_t q0, q1;
+                    valid_range(s * dw - pl, sw, Q, W, &q0, &q1);
+                    for (int64_t p = p0; p < p1; ++p) {
+                        const float *xr = xp + (p * sh - pt + r * dh) * W + (s * dw - pl);
+                        float *yr = yp + p * Q;
+                        if (sw == 1) {
+                            for (int64_t q = q0; q < q1; ++q) yr[q] += wv * xr[q];
+                        } else {
+                            for (int64_t q = q0; q < q1; ++q) yr[q] += wv * xr[q * sw];
+                        }
+                    }
+                }
+            }
+        }
+        if (relu)
+            for (int64_t i = 0; i < P * Q; ++i) yp[i] = relu1(yp[i]);
+    }
+}
+
+/* ------------------------------------------------------------------ im2col + GEMM */
+
+/* x (Cg,H,W) of one image and group -> col (Cg*R*S, T): output pixels t0 .. t0+T of (P,Q). */
+static void im2col_tile(const float *x, int64_t Cg, int64_t H, int64_t W, int64_t R, int64_t S,
+                        int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh,
+                        int64_t dw, int64_t t0, int64_t T, float *col)
+{
+    for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t s = 0; s < S; ++s) {
+                float *row = col + ((c * R + r) * S + s) * T;
+                for (int64_t j = 0, pix = t0; j < T;) {
+                    const int64_t p = pix / Q, q = pix % Q;
+                    const int64_t run = Q - q < T - j ? Q - q : T - j;
+                    const int64_t ih = p * sh - pt + r * dh;
+                    float *d = row + j;
+                    if (ih < 0 || ih >= H) {
+                        memset(d, 0, (size_t)run * sizeof(float));
+                    } else {
+                        const int64_t iw0 = q * sw - pl + s * dw;
+                        const float *xr = x + (c * H + ih) * W + iw0;
+                        int64_t u0, u1;
+                        valid_range(iw0, sw, run, W, &u0, &u1);
+                        for (int64_t u = 0; u < u0; ++u) d[u] = 0.0f;
+                        if (sw == 1)
+                            memcpy(d + u0, xr + u0, (size_t)(u1 - u0) * sizeof(float));
+                        else
+                            for (int64_t u = u0; u < u1; ++u) d[u] = xr[u * sw];
+                        for (int64_t u = u1; u < run; ++u) d[u] = 0.0f;
+                    }
+                    j += run;
+                    pix += run;
+                }
+            }
+}
+
+typedef struct {
+    const float *x, *bias;
+    float *y;
+    const float *wp;
+    const fc_kernel *kr;
+    int64_t C, H, W, K, R, S, Q, sh, sw, pt, pl, dh, dw, groups;
+    int relu, one_by_one;
+    int64_t Cg, Kg, CRS, PQ, T, ntiles, apg;
+} conv_ctx;
+
+/* Work item it = (image, group, pixel tile): y[n, group rows, tile] = Wg @ B + bias (ReLU). */
+static void conv_item(const conv_ctx *cx, int64_t it, float *col, float *wb, int nthreads)
+{
+    const int64_t t = it % cx->ntiles, g = (it / cx->ntiles) % cx->groups;
+    const int64_t n = it / cx->ntiles / cx->groups;
+    const int64_t t0 = t * cx->T, tn = cx->PQ - t0 < cx->T ? cx->PQ - t0 : cx->T;
+    const float *xg = cx->x + (n * cx->C + g * cx->Cg) * cx->H * cx->W;
+    fc_gemm_args a = {0, 0, cx->Kg, tn, cx->CRS, 1.0f, 0.0f, NULL, 0, cx->wp + g * cx->apg,
+                      NULL, 0, cx->y + (n * cx->K + g * cx->Kg) * cx->PQ + t0, cx->PQ,
+                      cx->bias ? cx->bias + g * cx->Kg : NULL, cx->relu};
+    if (cx->one_by_one) {
+        a.B = xg + t0; /* x[n, group] is (Cg, H*W): take columns t0 .. t0+tn */
+        a.ldb = cx->PQ;
+    } else {
+        im2col_tile(xg, cx->Cg, cx->H, cx->W, cx->R, cx->S, cx->Q, cx->sh, cx->sw, cx->pt,
+                    cx->pl, cx->dh, cx->dw, t0, tn, col);
+        a.B = col;
+        a.ldb = tn;
+    }
+    fc_gemm_run(&a, cx->kr, NULL, wb, nthreads);
+}
+
+/* x (N,C,H,W), w (K,C/g,R,S) -> y (N,K,P,Q) via packed weights x (im2col tile | input). */
+static int conv_gemm(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
+                     int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                     int64_t dh, int64_t dw, int64_t groups, int relu)
+{
+    const fc_kernel *kr = fc_gemm_kernel();
+    const int64_t Cg = C / groups, Kg = K / groups, CRS = Cg * R * S, PQ = P * Q;
+    const int one_by_one = R == 1 && S == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 &&
+                           P == H && Q == W;
+    const int64_t nr = kr->nr;
+
+    /* Pixel tiles: bounded by the im2col budget (never below 4*NR), then split further
+       (down to 2*NR) until there are >= 2 work items per thread, for balance. */
+    int nt = fc_threads_for(N * K * PQ * CRS, 64 * 64 * 64);
+    int64_t tmax = one_by_one ? PQ : (COL_FLOATS / CRS) / nr * nr;
+    if (tmax < 4 * nr) tmax = 4 * nr;
+    int64_t ntiles = (PQ + tmax - 1) / tmax;
+    int64_t want = (2 * nt + N * groups - 1) / (N * groups);
+    int64_t most = (PQ + 2 * nr - 1) / (2 * nr);
+    if (ntiles < want) ntiles = want < most ? want : most;
+    if (ntiles < 1) ntiles = 1;
+    int64_t T = (PQ + ntiles - 1) / ntiles;
+    if (T > nr) T = (T + nr - 1) / nr * nr;
+    ntiles = (PQ + T - 1) / T;
+    const int64_t items = N * groups * ntiles;
+    const int outer = items >= nt;   /* else: the GEMM is the parallel part */
+    const int nbuf = outer ? nt : 1; /* col buffers */
+
+    const int64_t apg = fc_packed_a_size(kr, Kg, CRS), colsz = one_by_one ? 0 : CRS * T;
+    float *wp = fc_alloc_floats(apg * groups);
+    float *col = fc_alloc_floats(colsz * nbuf);
+    const int64_t wbsz = fc_ws_b_size(kr, T, CRS);
+    float *wb = fc_alloc_floats(wbsz * nt);
+    int rc = -1;
+    if (!wp || !col || !wb) goto done;
+    for (int64_t g = 0; g < groups; ++g)
+        fc_pack_a_full(kr, 0, Kg, CRS, w + g * Kg * CRS, CRS, wp + g * apg);
+
+    conv_ctx cx = {x, bias, y, wp, kr, C, H, W, K, R, S, Q, sh, sw, pt, pl, dh, dw, groups,
+                   relu, one_by_one, Cg, Kg, CRS, PQ, T, ntiles, apg};
+    if (outer) {
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = fc_omp_thread_num();
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < items; ++it)
+                conv_item(&cx, it, col + tid * colsz, wb + tid * wbsz, 1);
+        }
+    } else {
+        for (int64_t it = 0; it < items; ++it) conv_item(&cx, it, col, wb, nt);
+    }
+    rc = 0;
+done:
+    fc_free(wp);
+    fc_free(col);
+    fc_free(wb);
+    return rc;
+}
+
+/* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q); 0 on success, -1 out of memory */
+int fc_conv2d(const float *x, const float *w, const float *bias, float *y, int64_t N,
+              int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t P,
+              int64_t Q, int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
+              int64_t dil_h, int64_t dil_w, int64_t groups, int relu)
+{
+    const int64_t Cg = C / groups, Kg = K / groups;
+    if (Kg <= 4 || (groups > 1 && Cg * R * S <= 9)) {
+        conv_direct(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
+                    pad_left, dil_h, dil_w, groups, relu);
+        return 0;
+    }
+    return conv_gemm(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
+                     pad_left, dil_h, dil_w, groups, relu);
+}

@@ -1,0 +1,198 @@
+/* elementwise.c -- relu, softmax, local response norm, inference batch norm; plus the
+ * process-wide settings every file uses: thread count and run-time ISA choice.
+ *
+ * Variants inside, and why:
+ *   fc_relu        v <= 0 ? 0 : v, which maps -0 to +0 and keeps NaN (PyTorch), vectorises.
+ *   fc_softmax     inner == 1: one contiguous row at a time; inner > 1: 256 inner columns
+ *                  at a time so every pass over L runs along contiguous memory.
+ *                  Max-subtracted; the max propagates NaN, so a NaN or +inf row gives NaN
+ *                  like PyTorch, and +-1e30 logits stay finite.
+ *   fc_lrn         PyTorch's window [c - size/2, c + (size-1)/2] clipped to [0, C); direct
+ *                  sum per window (no running sum, so no cancellation); beta = 0.75 uses
+ *                  sqrt(t) * sqrt(sqrt(t)) instead of powf.
+ *   fc_batch_norm  (x - mean) * (weight / sqrt(var + eps)) + bias, scale computed in double.
+ * Threads: one global count, passed as num_threads(...) to every parallel region, because
+ * omp_set_num_threads only changes the calling thread's ICV and Python may call from any
+ * thread. fc_threads_for returns 1 inside a parallel region, so regions never nest.
+ */
+#include "fastconv.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ settings */
+
+static int g_threads = 0; /* 0: not set yet -> OpenMP's default */
+
+void fc_set_num_threads(int n) { __atomic_store_n(&g_threads, n < 1 ? 1 : n, __ATOMIC_RELAXED); }
+
+int fc_get_num_threads(void)
+{
+    int n = __atomic_load_n(&g_threads, __ATOMIC_RELAXED);
+#ifdef _OPENMP
+    if (n < 1) n = omp_get_max_threads();
+#endif
+    return n < 1 ? 1 : n;
+}
+
+int fc_has_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fc_threads_for(int64_t work, int64_t min_per_thread)
+{
+    if (fc_omp_in_parallel()) return 1;
+    int64_t n = fc_get_num_threads(), by_work = work / (min_per_thread > 0 ? min_per_thread : 1);
+    if (n > by_work) n = by_work;
+    return n < 1 ? 1 : (int)n;
+}
+
+static int g_isa = -1;
+
+static fc_isa_t detect_isa(void)
+{
+    fc_isa_t best = FC_ISA_GENERIC;
+#if FC_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = FC_ISA_AVX2;
+    if (best == FC_ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+        best = FC_ISA_AVX512;
+#endif
+    const char *env = getenv("FASTCONV_ISA");
+    fc_isa_t want = best;
+    if (env && strcmp(env, "generic") == 0) want = FC_ISA_GENERIC;
+    else if (env && strcmp(env, "avx2") == 0) want = FC_ISA_AVX2;
+    return want < best ? want : best; /* may lower, never raise */
+}
+
+fc_isa_t fc_isa(void)
+{
+    int v = __atomic_load_n(&g_isa, __ATOMIC_ACQUIRE);
+    if (v < 0) { /* racing first calls compute the same value */
+        v = (int)detect_isa();
+        __atomic_store_n(&g_isa, v, __ATOMIC_RELEASE);
+    }
+    return (fc_isa_t)v;
+}
+
+const char *fc_isa_name(void) { return fc_gemm_kernel()->name; }
+
+/* ------------------------------------------------------------------ relu */
+
+/* x (n,) -> y (n,) */
+void fc_relu(const float *x, float *y, int64_t n)
+{
+    const int64_t chunk = 1 << 16;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    int nt = fc_threads_for(n, chunk);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t c = 0; c < nchunks; ++c) {
+        int64_t i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        for (int64_t i = c * chunk; i < i1; ++i) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
+    }
+}
+
+/* ------------------------------------------------------------------ softmax */
+
+#define SM_CH 256
+
+/* x (outer,L,inner) -> y (outer,L,inner), softmax over L */
+void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inner)
+{
+    const int64_t nch = (inner + SM_CH - 1) / SM_CH, items = outer * nch;
+    int nt = fc_threads_for(outer * L * inner, 16 * 1024);
+    if (nt > items) nt = (int)items;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t o = it / nch, i0 = (it % nch) * SM_CH;
+        const int64_t n = inner - i0 < SM_CH ? inner - i0 : SM_CH;
+        const float *xb = x + o * L * inner + i0;
+        float *yb = y + o * L * inner + i0;
+        if (inner == 1) {
+            float m = -INFINITY, s = 0.0f;
+            for (int64_t l = 0; l < L; ++l)
+                if (xb[l] > m || isnan(xb[l])) m = xb[l];
+            for (int64_t l = 0; l < L; ++l) s += (yb[l] = expf(xb[l] - m));
+            for (int64_t l = 0; l < L; ++l) yb[l] = yb[l] / s;
+            continue;
+        }
+        float m[SM_CH], s[SM_CH];
+        for (int64_t i = 0; i < n; ++i) m[i] = -INFINITY, s[i] = 0.0f;
+        for (int64_t l = 0; l < L; ++l) {
+            const float *xr = xb + l * inner;
+            for (int64_t i = 0; i < n; ++i) m[i] = (xr[i] > m[i] || xr[i] != xr[i]) ? xr[i] : m[i];
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            const float *xr = xb + l * inner;
+            float *yr = yb + l * inner;
+            for (int64_t i = 0; i < n; ++i) s[i] += (yr[i] = expf(xr[i] - m[i]));
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            float *yr = yb + l * inner;
+            for (int64_t i = 0; i < n; ++i) yr[i] = yr[i] / s[i];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ LRN */
+
+#define LRN_CH 1024
+
+/* x (N,C,L) -> y (N,C,L) */
+void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t size,
+            float alpha, float beta, float k)
+{
+    const int64_t nch = (L + LRN_CH - 1) / LRN_CH, items = N * C * nch;
+    const float a = alpha / (float)size;
+    int nt = fc_threads_for(N * C * L * size, 16 * 1024);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t nc = it / nch, n = nc / C, c = nc % C, l0 = (it % nch) * LRN_CH;
+        const int64_t len = L - l0 < LRN_CH ? L - l0 : LRN_CH;
+        const int64_t c0 = c - size / 2 < 0 ? 0 : c - size / 2;
+        const int64_t c1 = c + (size - 1) / 2 >= C ? C - 1 : c + (size - 1) / 2;
+        float s[LRN_CH];
+        for (int64_t i = 0; i < len; ++i) s[i] = 0.0f;
+        for (int64_t cc = c0; cc <= c1; ++cc) {
+            const float *xr = x + (n * C + cc) * L + l0;
+            for (int64_t i = 0; i < len; ++i) s[i] += xr[i] * xr[i];
+        }
+        const float *xr = x + nc * L + l0;
+        float *yr = y + nc * L + l0;
+        if (beta == 0.75f) {
+            for (int64_t i = 0; i < len; ++i) {
+                const float t = k + a * s[i], r = sqrtf(t);
+                yr[i] = xr[i] / (r * sqrtf(r));
+            }
+        } else {
+            for (int64_t i = 0; i < len; ++i) yr[i] = xr[i] / powf(k + a * s[i], beta);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ batch norm */
+
+/* x (N,C,L), mean/var/weight/bias (C,) -> y (N,C,L) */
+void fc_batch_norm(const float *x, float *y, int64_t N, int64_t C, int64_t L,
+                   const float *mean, const float *var, const float *weight,
+                   const float *bias, float eps)
+{
+    int nt = fc_threads_for(N * C * L, 32 * 1024);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t nc = 0; nc < N * C; ++nc) {
+        const int64_t c = nc % C;
+        const float sc = (float)((double)weight[c] / sqrt((double)var[c] + (double)eps));
+        const float m = mean[c], b = bias[c];
+        const float *xr = x + nc * L;
+        float *yr = y + nc * L;
+        for (int64_t i = 0; i < L; ++i) yr[i] = (xr[i] - m) * sc + b;
+    }
+}

@@ -1,0 +1,168 @@
+/* fastconv.h -- the one shared header of the fastconv C backend.
+ *
+ * Contents:
+ *   - public fc_* prototypes (the cffi cdef in fastconv/_build.py mirrors them);
+ *   - the OpenMP guard: fc_omp_* helpers compile to serial stubs without _OPENMP,
+ *     so a compiler without OpenMP still builds a (serial) module;
+ *   - thread-count policy: one global count (fc_set_num_threads) that every parallel
+ *     region passes as num_threads(...), and fc_threads_for() which returns 1 inside
+ *     an enclosing parallel region, so regions never nest;
+ *   - ISA dispatch helpers: FC_TARGET_AVX512 / FC_TARGET_AVX2 function attributes and
+ *     fc_isa(), which asks __builtin_cpu_supports at run time (never -march=native);
+ *   - the internal GEMM interface that conv.c shares with gemm.c (packed weights,
+ *     per-thread workspace, fused bias+ReLU epilogue).
+ *
+ * All dimensions and indices are int64_t. Arrays are float32, C-contiguous, row-major.
+ */
+#ifndef FASTCONV_H
+#define FASTCONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------ public API */
+
+/* Row-major BLAS SGEMM: C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C; beta == 0: C not read. */
+void fc_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+              float *C, int64_t ldc);
+/* Same, plus epilogue: C[i,:] += bias[i] (bias may be NULL), then ReLU if relu != 0.
+   Runs serially when called from inside a parallel region. Returns 0, or -1 out of memory. */
+int fc_sgemm_ex(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc, const float *bias_rows, int relu);
+/* Always serial (for callers that already run one GEMM per thread). Returns 0 or -1. */
+int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc, const float *bias_rows, int relu);
+
+/* x (N,C,H,W), w (K,C/groups,R,S), bias (K,) or NULL -> y (N,K,P,Q); relu != 0 fuses ReLU.
+   Returns 0, or -1 when its workspace cannot be allocated. */
+int fc_conv2d(const float *x, const float *w, const float *bias, float *y,
+               int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
+               int64_t P, int64_t Q, int64_t stride_h, int64_t stride_w,
+               int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
+               int64_t groups, int relu);
+
+/* x (N,C,H,W) -> y (N,C,P,Q); window kh x kw, dilated; padding counts as -inf; NaN propagates. */
+void fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
+                   int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
+                   int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+                   int64_t dil_w);
+/* x (N,C,H,W) -> y (N,C,P,Q); divisor: window clipped to the padded input (count_include_pad)
+   or the number of real input elements in the window. */
+void fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
+                   int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
+                   int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
+                   int64_t pad_right, int count_include_pad);
+/* x (N,C,H,W) -> y (N,C,1,1): mean over H*W. */
+void fc_global_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t HW);
+
+/* x (n,) -> y (n,): x > 0 ? x : +0, NaN stays NaN. */
+void fc_relu(const float *x, float *y, int64_t n);
+/* x (outer,L,inner) -> y, softmax over L (max-subtracted). */
+void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inner);
+/* x (N,C,L) -> y: x / (k + alpha/size * sum_{c' in [c-size/2, c+(size-1)/2]} x[c']^2)^beta. */
+void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t size,
+            float alpha, float beta, float k);
+/* x (N,C,L) -> y: (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]. */
+void fc_batch_norm(const float *x, float *y, int64_t N, int64_t C, int64_t L,
+                   const float *mean, const float *var, const float *weight,
+                   const float *bias, float eps);
+
+void fc_set_num_threads(int n);
+int fc_get_num_threads(void);
+int fc_has_openmp(void);
+const char *fc_isa_name(void);
+
+/* ------------------------------------------------------------------ OpenMP guard */
+
+#ifdef _OPENMP
+static inline int fc_omp_thread_num(void) { return omp_get_thread_num(); }
+static inline int fc_omp_num_threads(void) { return omp_get_num_threads(); }
+static inline int fc_omp_in_parallel(void) { return omp_in_parallel(); }
+#else
+static inline int fc_omp_thread_num(void) { return 0; }
+static inline int fc_omp_num_threads(void) { return 1; }
+static inline int fc_omp_in_parallel(void) { return 0; }
+#endif
+
+/* Threads for a region with `work` units, each worth a thread only if >= min_per_thread:
+   min(global count, work / min_per_thread), at least 1; 1 inside a parallel region. */
+int fc_threads_for(int64_t work, int64_t min_per_thread);
+
+/* ------------------------------------------------------------------ ISA dispatch */
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_X86 1
+#define FC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define FC_X86 0
+#endif
+
+typedef enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 } fc_isa_t;
+/* The best ISA this CPU supports, lowered by env FASTCONV_ISA=generic|avx2|avx512 (never raised). */
+fc_isa_t fc_isa(void);
+
+/* ------------------------------------------------------------------ internal GEMM interface */
+
+/* Epilogue of one output tile: v = alpha*acc (+ beta*C unless beta == 0) (+ bias[row]) (relu). */
+typedef struct {
+    float alpha, beta;
+    const float *bias; /* first row of the tile, or NULL */
+    int relu;
+} fc_epi;
+
+/* a: kc x MR panel (k-major), b: kc x NR panel (k-major) -> full MR x NR tile of c (ldc). */
+typedef void (*fc_ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                          const fc_epi *e);
+
+/* One microkernel and its cache blocking: MC rows of A (L3), KC depth, NC columns of B (L2). */
+typedef struct {
+    int mr, nr;
+    int64_t mc, kc, nc;
+    fc_ukr_fn ukr;
+    const char *name;
+} fc_kernel;
+
+const fc_kernel *fc_gemm_kernel(void);
+
+/* Floats of a fully packed A (M,K) for kernel k: ceil(M/mr)*mr*K. */
+int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K);
+/* Pack op(A) (M,K) once (e.g. conv weights) in the layout fc_gemm_run reads. */
+void fc_pack_a_full(const fc_kernel *k, int trans_a, int64_t M, int64_t K, const float *A,
+                    int64_t lda, float *dst);
+/* Floats of the shared A workspace and of one thread's B workspace, for an (M,N,K) GEMM
+   (monotone in each argument, so a buffer sized for the largest call serves smaller ones). */
+int64_t fc_ws_a_size(const fc_kernel *k, int64_t M, int64_t K);
+int64_t fc_ws_b_size(const fc_kernel *k, int64_t N, int64_t K);
+
+typedef struct {
+    int trans_a, trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A; int64_t lda; /* read when Ap == NULL */
+    const float *Ap;             /* fc_pack_a_full output, or NULL */
+    const float *B; int64_t ldb;
+    float *C; int64_t ldc;
+    const float *bias;           /* per row of C, or NULL */
+    int relu;
+} fc_gemm_args;
+
+/* Run one GEMM with nthreads threads (1: serial, no parallel region is opened).
+   ws_a: fc_ws_a_size floats (unused when g->Ap); ws_b: nthreads * fc_ws_b_size floats,
+   thread t using ws_b + t * fc_ws_b_size(k, g->N, g->K).
+   Both 64-byte aligned. */
+void fc_gemm_run(const fc_gemm_args *g, const fc_kernel *k, float *ws_a, float *ws_b,
+                 int nthreads);
+
+/* 64-byte aligned allocation of n floats (NULL on failure), and its release. */
+float *fc_alloc_floats(int64_t n);
+void fc_free(void *p);
+
+#endif /* FASTCONV_H */
