@@ -220,7 +220,15 @@ def _pool_attrs(kernel_size, stride, padding, ceil_mode):
 def ort_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     attrs = _pool_attrs(kernel_size, stride, padding, ceil_mode)
     attrs["dilations"] = norm_pair(dilation)
-    return ort_run("MaxPool", _f32(x), attrs)
+    (x,) = _f32(x)
+    y = ort_run("MaxPool", [x], attrs)
+    # A dilated window can miss every real input element and see only padding.
+    # ORT then returns -FLT_MAX (its running max starts at lowest()); PyTorch and
+    # fastconv start from -inf and return -inf. Translate, unless -FLT_MAX is real data.
+    lowest = np.finfo(np.float32).min
+    if not (x == lowest).any():
+        y = np.where(y == lowest, np.float32(-np.inf), y)
+    return y
 
 
 def ort_avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,

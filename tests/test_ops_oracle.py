@@ -316,6 +316,30 @@ def test_oracles_agree_pooling_edges():
         assert_close(ref_max_pool2d(x, **kw), t, rtol=0, atol=0, case=f"max ref vs torch {name}")
 
 
+def test_oracles_disagree_on_all_padding_max_window():
+    """A dilated max window that sees only padding: -inf in PyTorch (and fastconv's spec),
+    -FLT_MAX in raw ORT. ``ort_max_pool2d`` translates; this pins the difference down."""
+    torch = pytest.importorskip("torch")
+    from helpers import ort_run
+
+    x = np.full((1, 1, 1, 1), 0.5, np.float32)
+    kw = dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 2])
+    raw = ort_run("MaxPool", [x], kw)
+    t = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, padding=1, dilation=(1, 2))
+    assert np.isneginf(t.numpy()).all()
+    assert_close(ort_max_pool2d(x, 2, None, 1, (1, 2)), t.numpy(), case="translated ORT")
+    assert raw[0, 0, 0, 0] in (np.finfo(np.float32).min, -np.inf), raw
+
+
+@pytest.mark.op("max_pool2d")
+def test_max_pool2d_all_padding_window(backend):
+    x = np.full((1, 2, 2, 1), 0.5, np.float32)  # W=1: the dilated column taps -1, 1 miss it
+    y = fc.max_pool2d(x, 2, padding=1, dilation=(1, 2), backend=backend)
+    assert_close(y, ref_max_pool2d(x, 2, padding=1, dilation=(1, 2)), rtol=0, atol=0,
+                 case=f"all-padding window {backend}")
+    assert np.isneginf(y).any(), y
+
+
 def test_oracles_agree_asymmetric_pooling():
     """Torch has no asymmetric pooling pads: ORT and the hand-written loops must agree."""
     for pads, ceil, cip in itertools.product([(0, 1, 1, 0), (1, 0, 0, 1), (1, 1, 0, 0)],
