@@ -65,6 +65,7 @@ def _strided(a):
 
 
 LAYOUTS = {
+    "contiguous": np.array,  # float32 C-contiguous: passed to kernels without a copy
     "strided": _strided,
     "fortran": np.asfortranarray,
     "transposed_view": lambda a: np.ascontiguousarray(a.T).T,
@@ -87,6 +88,10 @@ def test_layouts_give_same_result_and_inputs_untouched(backend, op, layout):
         np.testing.assert_array_equal(v, b, err_msg=f"{op} {backend} modified input #{i}")
 
 
+# DESIGN.md: naive and numpy compute float64 in float64 (plus any backend that declares it).
+FLOAT64_CONTRACT = {"naive", "numpy"} | set(_registry.FLOAT64_BACKENDS)
+
+
 @pytest.mark.parametrize("op", list(SAMPLES))
 def test_float64_in_float64_out(backend, op):
     """float64 inputs give float64 outputs; naive/numpy compute in float64, others in float32."""
@@ -96,7 +101,7 @@ def test_float64_in_float64_out(backend, op):
     before = [a.copy() for a in arrays]
     y = getattr(fc, op)(*arrays, backend=backend, **kwargs)
     assert y.dtype == np.float64, f"{op} {backend}: float64 in, {y.dtype} out"
-    if backend in _registry.FLOAT64_BACKENDS:
+    if backend in FLOAT64_CONTRACT:
         assert_close(y, expected64, reduction=red, case=f"{op} {backend} float64")
         # and it really was computed in float64, not float32 and cast back
         y32 = getattr(fc, op)(*[a.astype(np.float32) for a in arrays], backend=backend, **kwargs)
