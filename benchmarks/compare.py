@@ -1,0 +1,139 @@
+"""Side-by-side timing of fastconv's backends against the peers, as a Markdown table.
+
+    OPENBLAS_CORETYPE= OPENBLAS_L2_SIZE= python benchmarks/compare.py --threads 2
+
+(``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`` lets OpenBLAS run its real
+kernel; leave them set in tests.) For each layer the candidates are timed in
+alternating rounds with a pause between libraries, and each ratio is the median
+of the per-round ratios, so that drift on a noisy machine cancels out
+(CONVENTIONS.md, benchmark hygiene).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fastconv  # noqa: E402
+from layers import CONV_LAYERS, GEMM_SIZES, conv_flops  # noqa: E402
+
+
+def _best_of(fn, seconds):
+    """Median time of repeated calls for about ``seconds``, at least 3 calls."""
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def alternate(candidates, rounds, seconds):
+    """{name: [time per round]} timing each candidate once per round, in turn."""
+    for fn in candidates.values():
+        fn()  # warm-up: JIT, page faults, thread pools
+    results = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            time.sleep(0.2)  # let the previous library's spinning threads go idle
+            results[name].append(_best_of(fn, seconds))
+    return results
+
+
+def torch_peer(threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def conv_candidates(layer, torch):
+    name, N, C, H, W, K, R, S, stride, pad, groups = layer
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    w = rng.standard_normal((K, C // groups, R, S), dtype=np.float32)
+    b = rng.standard_normal(K, dtype=np.float32)
+    cands = {"c": lambda: fastconv.conv2d(x, w, b, stride, pad, 1, groups, backend="c")}
+    if torch is not None:
+        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+
+        def run_torch():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, tb, stride, pad, 1, groups)
+
+        cands["torch"] = run_torch
+    return cands
+
+
+def gemm_candidates(n):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    return {
+        "c": lambda: fastconv.gemm(a, b, backend="c"),
+        "numpy": lambda: np.matmul(a, b),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.3, help="timing per candidate per round")
+    parser.add_argument("--only", default="", help="comma-separated substrings of layer names")
+    args = parser.parse_args(argv)
+
+    fastconv.set_num_threads(args.threads)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        threadpool_limits(args.threads)
+        blas = ", ".join(f"{d['internal_api']} {d['version']} ({d.get('architecture')})"
+                         for d in threadpool_info() if d["user_api"] == "blas")
+    except ImportError:
+        blas = "unknown"
+    torch = torch_peer(args.threads)
+    info = fastconv.info()
+    print(f"fastconv {info['version']}, isa {info.get('isa')}, openmp {info.get('openmp')}, "
+          f"{args.threads} threads; numpy {np.__version__} ({blas}); "
+          f"torch {torch.__version__ if torch else 'not installed'}\n")
+
+    only = [s for s in args.only.split(",") if s]
+    print("| layer | peer | c GFLOP/s | peer GFLOP/s | c / peer |")
+    print("|---|---|---:|---:|---:|")
+    ratios = []
+    for n in GEMM_SIZES:
+        name = f"sgemm {n}^3"
+        if only and not any(s in name for s in only):
+            continue
+        res = alternate(gemm_candidates(n), args.rounds, args.seconds)
+        flops = 2.0 * n ** 3
+        ratio = float(np.median(np.array(res["numpy"]) / np.array(res["c"])))
+        print(f"| {name} | numpy/OpenBLAS | {flops / np.median(res['c']) / 1e9:.1f} | "
+              f"{flops / np.median(res['numpy']) / 1e9:.1f} | {ratio:.2f} |", flush=True)
+    for layer in CONV_LAYERS:
+        if only and not any(s in layer[0] for s in only):
+            continue
+        cands = conv_candidates(layer, torch)
+        res = alternate(cands, args.rounds, args.seconds)
+        flops = conv_flops(*layer[1:])
+        c_gf = flops / np.median(res["c"]) / 1e9
+        if "torch" in res:
+            ratio = float(np.median(np.array(res["torch"]) / np.array(res["c"])))
+            ratios.append(ratio)
+            print(f"| {layer[0]} | torch (oneDNN) | {c_gf:.1f} | "
+                  f"{flops / np.median(res['torch']) / 1e9:.1f} | {ratio:.2f} |", flush=True)
+        else:
+            print(f"| {layer[0]} | - | {c_gf:.1f} | - | - |", flush=True)
+    if ratios:
+        geo = float(np.exp(np.mean(np.log(ratios))))
+        print(f"\nconv geometric mean c / torch: {geo:.2f} (min {min(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Named layers of the seed networks, the one table the benchmarks draw from.
+
+Each conv entry is (name, N, C, H, W, K, R, S, stride, pad, groups); GEMM sizes are
+square M = N = K.
+"""
+
+# AlexNet is the original 227x227 network, with groups=2 on conv2/4/5.
+CONV_LAYERS = [
+    ("alexnet.conv1", 1, 3, 227, 227, 96, 11, 11, 4, 0, 1),
+    ("alexnet.conv2", 1, 96, 27, 27, 256, 5, 5, 1, 2, 2),
+    ("alexnet.conv3", 1, 256, 13, 13, 384, 3, 3, 1, 1, 1),
+    ("alexnet.conv4", 1, 384, 13, 13, 384, 3, 3, 1, 1, 2),
+    ("alexnet.conv5", 1, 384, 13, 13, 256, 3, 3, 1, 1, 2),
+    ("vgg16.conv1_2", 1, 64, 224, 224, 64, 3, 3, 1, 1, 1),
+    ("vgg16.conv3_2", 1, 256, 56, 56, 256, 3, 3, 1, 1, 1),
+    ("vgg16.conv5_2", 1, 512, 14, 14, 512, 3, 3, 1, 1, 1),
+    ("resnet50.res2_1x1a", 1, 64, 56, 56, 64, 1, 1, 1, 0, 1),
+    ("resnet50.res2_1x1c", 1, 64, 56, 56, 256, 1, 1, 1, 0, 1),
+    ("resnet50.res3_1x1a", 1, 512, 28, 28, 128, 1, 1, 1, 0, 1),
+    ("resnet50.res4_1x1c", 1, 256, 14, 14, 1024, 1, 1, 1, 0, 1),
+    ("resnet50.res5_1x1a", 1, 2048, 7, 7, 512, 1, 1, 1, 0, 1),
+    ("lenet5.conv1.b1", 1, 1, 32, 32, 6, 5, 5, 1, 0, 1),
+    ("lenet5.conv2.b1", 1, 6, 14, 14, 16, 5, 5, 1, 0, 1),
+    ("lenet5.conv1.b64", 64, 1, 32, 32, 6, 5, 5, 1, 0, 1),
+    ("lenet5.conv2.b64", 64, 6, 14, 14, 16, 5, 5, 1, 0, 1),
+]
+
+GEMM_SIZES = [256, 1024, 2048]
+
+
+def conv_flops(N, C, H, W, K, R, S, stride, pad, groups):
+    """2 * MACs of the layer (bias and activation not counted)."""
+    P = (H + 2 * pad - R) // stride + 1
+    Q = (W + 2 * pad - S) // stride + 1
+    return 2 * N * K * P * Q * (C // groups) * R * S
