@@ -529,3 +529,30 @@ def test_spawned_worker_after_parent_used_kernels():
     with ctx.Pool(1) as pool:
         out = pool.map(_spawned_conv, [0], chunksize=1)
     np.testing.assert_array_equal(np.array(out[0]), np.full((1, 3, 3, 3), 18.0))
+
+
+def test_kernels_reentrant_across_python_threads(backend):
+    """Kernels are re-entrant (no shared static workspace): concurrent calls from several
+    Python threads (the C backend releases the GIL) give exactly the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = backend == "naive"
+    rng = np.random.default_rng(11)
+    jobs = []
+    for i in range(4):
+        C, K, H = (2, 3, 5) if small else (8 + i, 12 + 2 * i, 13 + i)
+        x = rng.standard_normal((1, C, H, H)).astype(np.float32)
+        w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+        jobs.append(("conv2d", (x, w), dict(padding=1)))
+        m = 6 if small else 40 + 7 * i
+        a = rng.standard_normal((m, m + 1)).astype(np.float32)
+        b = rng.standard_normal((m + 1, m + 3)).astype(np.float32)
+        jobs.append(("gemm", (a, b), {}))
+        jobs.append(("max_pool2d", (x,), dict(kernel_size=3, stride=2, ceil_mode=True)))
+    serial = [getattr(fc, op)(*args, backend=backend, **kw) for op, args, kw in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            futures = [pool.submit(getattr(fc, op), *args, backend=backend, **kw)
+                       for op, args, kw in jobs]
+            for (op, _, _), f, ref in zip(jobs, futures, serial):
+                np.testing.assert_array_equal(f.result(), ref, err_msg=f"{op} {backend} threaded")
