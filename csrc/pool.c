@@ -3,6 +3,8 @@
  * Variants inside, and why:
  *   fc_max_pool2d         dilated windows clipped to the input (padding acts as -inf, so
  *                         skipping it is the same); NaN propagates (PyTorch semantics).
+ *                         Both pools fold one window tap over a whole output row at a time,
+ *                         so the inner loops are branch-free and vectorise.
  *   fc_avg_pool2d         count_include_pad: divisor = window clipped to the padded input
  *                         [-pad_top, H+pad_bottom) x [-pad_left, W+pad_right) (PyTorch's rule,
  *                         which matters for ceil_mode windows running past the padding);
@@ -32,29 +34,29 @@ void fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, in
                    int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
                    int64_t dil_w)
 {
+    /* Row-wise: for each window tap (i, j), fold a whole output row at once, so the inner
+       loop is a branch-free, vectorisable compare-and-select over q. */
     int nt = fc_threads_for(N * C * P * Q * kh * kw, 16 * 1024);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t nc = 0; nc < N * C; ++nc) {
         const float *xp = x + nc * H * W;
         float *yp = y + nc * P * Q;
         for (int64_t p = 0; p < P; ++p) {
+            float *yr = yp + p * Q;
+            for (int64_t q = 0; q < Q; ++q) yr[q] = -INFINITY;
             const int64_t h0 = p * stride_h - pad_top;
             int64_t i0, i1;
             valid_range(h0, dil_h, kh, H, &i0, &i1);
-            for (int64_t q = 0; q < Q; ++q) {
-                const int64_t w0 = q * stride_w - pad_left;
-                int64_t j0, j1;
-                valid_range(w0, dil_w, kw, W, &j0, &j1);
-                float m = -INFINITY;
-                for (int64_t i = i0; i < i1; ++i) {
-                    const float *xr = xp + (h0 + i * dil_h) * W + w0;
-                    for (int64_t j = j0; j < j1; ++j) {
-                        const float v = xr[j * dil_w];
-                        if (v > m || isnan(v)) m = v;
+            for (int64_t i = i0; i < i1; ++i)
+                for (int64_t j = 0; j < kw; ++j) {
+                    int64_t q0, q1;
+                    valid_range(j * dil_w - pad_left, stride_w, Q, W, &q0, &q1);
+                    const float *xr = xp + (h0 + i * dil_h) * W + j * dil_w - pad_left;
+                    for (int64_t q = q0; q < q1; ++q) {
+                        const float v = xr[q * stride_w], m = yr[q];
+                        yr[q] = (v > m || v != v) ? v : m; /* NaN propagates */
                     }
                 }
-                yp[p * Q + q] = m;
-            }
         }
     }
 }
@@ -65,28 +67,35 @@ void fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, in
                    int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
                    int64_t pad_right, int count_include_pad)
 {
+    /* Row-wise sums as in max pooling, then one divide per output. */
     int nt = fc_threads_for(N * C * P * Q * kh * kw, 16 * 1024);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t nc = 0; nc < N * C; ++nc) {
         const float *xp = x + nc * H * W;
         float *yp = y + nc * P * Q;
         for (int64_t p = 0; p < P; ++p) {
+            float *yr = yp + p * Q;
+            for (int64_t q = 0; q < Q; ++q) yr[q] = 0.0f;
             int64_t hs = p * stride_h - pad_top, he = hs + kh;
             if (he > H + pad_bottom) he = H + pad_bottom;
             const int64_t hspan = he - hs;
             if (hs < 0) hs = 0;
             if (he > H) he = H;
+            for (int64_t h = hs; h < he; ++h)
+                for (int64_t j = 0; j < kw; ++j) {
+                    int64_t q0, q1;
+                    valid_range(j - pad_left, stride_w, Q, W, &q0, &q1);
+                    const float *xr = xp + h * W + j - pad_left;
+                    for (int64_t q = q0; q < q1; ++q) yr[q] += xr[q * stride_w];
+                }
             for (int64_t q = 0; q < Q; ++q) {
                 int64_t ws = q * stride_w - pad_left, we = ws + kw;
                 if (we > W + pad_right) we = W + pad_right;
                 const int64_t wspan = we - ws;
                 if (ws < 0) ws = 0;
                 if (we > W) we = W;
-                float s = 0.0f;
-                for (int64_t h = hs; h < he; ++h)
-                    for (int64_t w = ws; w < we; ++w) s += xp[h * W + w];
                 const int64_t div = count_include_pad ? hspan * wspan : (he - hs) * (we - ws);
-                yp[p * Q + q] = s / (float)div;
+                yr[q] = yr[q] / (float)div;
             }
         }
     }
