@@ -7,6 +7,10 @@
 
 See ``fastconv.backends.naive`` for the exact semantics of every op.
 """
+# Import the backends/ subpackage before binding the name ``backends`` to the
+# function: Python sets ``fastconv.backends`` to the subpackage when it is first
+# imported, which would otherwise overwrite the function on first use.
+from . import backends as _backends_package  # noqa: F401
 from ._registry import (
     backends,
     get_num_threads,
