@@ -69,11 +69,19 @@ def _sgemm(a, b, y, alpha, beta, trans_a, trans_b):
 
 
 def gemm(a, b, c, alpha, beta, trans_a, trans_b):
-    """y = alpha op(a) op(b) + beta c; c is None or a fresh (M, N) buffer, overwritten."""
+    """y = alpha op(a) op(b) + beta c; c is None or a fresh (M, N) buffer, overwritten.
+
+    With c given, beta * c is applied as written even for beta == 0 (NaN from 0 * inf)."""
     M = a.shape[1] if trans_a else a.shape[0]
     N = b.shape[0] if trans_b else b.shape[1]
     if c is None:
         return _sgemm(a, b, _out((M, N)), alpha, 0.0, trans_a, trans_b)
+    if beta == 0.0:
+        # The spec applies beta * c as written (ONNX): 0 * inf is NaN. fc_sgemm's beta == 0
+        # would skip c (BLAS), so fold the zero in here and accumulate with beta = 1.
+        with np.errstate(invalid="ignore"):
+            np.multiply(c, 0.0, out=c)
+        beta = 1.0
     return _sgemm(a, b, c, alpha, beta, trans_a, trans_b)
 
 
