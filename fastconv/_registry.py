@@ -59,9 +59,11 @@ KERNELS = {
 # Backends that compute float64 inputs in float64; every other one computes in float32.
 FLOAT64_BACKENDS = frozenset({"naive", "numpy"})
 
-# "auto" for host arrays: the fastest CPU backend that is usable, in this order.
-# The C kernels win on every op and shape in benchmarks/RESULTS.md, so they come
-# first; numpy is the portable fallback when the extension is not built.
+# "auto" for host arrays: the first usable backend in this order. The C kernels
+# are the ones we tune (benchmarks/RESULTS.md records where they stand against
+# numpy and the peers, per layer); numpy is the portable fallback when the
+# extension is not built. Per-shape choices belong inside the C backend, which
+# picks its conv algorithm per call, so this policy stays one line.
 AUTO_ORDER = ("c", "numpy")
 
 _modules: dict[str, object] = {}
