@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastconv  # noqa: E402
-from layers import CONV_LAYERS, GEMM_SIZES, conv_flops  # noqa: E402
+from layers import CONV_LAYERS, GEMM_SIZES, MEMORY_OPS, conv_flops  # noqa: E402
 
 
 def _best_of(fn, seconds):
@@ -81,12 +81,32 @@ def gemm_candidates(n):
     }
 
 
+def memory_candidates(entry):
+    """The C kernel and a NumPy copy of the same number of bytes (input read + output written)."""
+    name, op, shape, kwargs = entry
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    args = ()
+    if op == "batch_norm":
+        C = shape[1]
+        args = (rng.standard_normal(C, dtype=np.float32), rng.random(C, dtype=np.float32) + 0.5)
+    fn = getattr(fastconv, op)
+    y = fn(x, *args, backend="c", **kwargs)
+    moved = x.nbytes + y.nbytes
+    src = np.ones(moved // 8, np.float32)  # copy reads src and writes dst: `moved` bytes
+    dst = np.empty_like(src)
+    return moved, {"c": lambda: fn(x, *args, backend="c", **kwargs),
+                   "copy": lambda: np.copyto(dst, src)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="timing per candidate per round")
     parser.add_argument("--only", default="", help="comma-separated substrings of layer names")
+    parser.add_argument("--sections", default="gemm,conv,memory",
+                        help="comma-separated: gemm, conv, memory")
     args = parser.parse_args(argv)
 
     fastconv.set_num_threads(args.threads)
@@ -104,10 +124,12 @@ def main(argv=None):
           f"torch {torch.__version__ if torch else 'not installed'}\n")
 
     only = [s for s in args.only.split(",") if s]
-    print("| layer | peer | c GFLOP/s | peer GFLOP/s | c / peer |")
-    print("|---|---|---:|---:|---:|")
+    sections = args.sections.split(",")
+    if "gemm" in sections or "conv" in sections:
+        print("| layer | peer | c GFLOP/s | peer GFLOP/s | c / peer |")
+        print("|---|---|---:|---:|---:|")
     ratios = []
-    for n in GEMM_SIZES:
+    for n in GEMM_SIZES if "gemm" in sections else ():
         name = f"sgemm {n}^3"
         if only and not any(s in name for s in only):
             continue
@@ -116,7 +138,7 @@ def main(argv=None):
         ratio = float(np.median(np.array(res["numpy"]) / np.array(res["c"])))
         print(f"| {name} | numpy/OpenBLAS | {flops / np.median(res['c']) / 1e9:.1f} | "
               f"{flops / np.median(res['numpy']) / 1e9:.1f} | {ratio:.2f} |", flush=True)
-    for layer in CONV_LAYERS:
+    for layer in CONV_LAYERS if "conv" in sections else ():
         if only and not any(s in layer[0] for s in only):
             continue
         cands = conv_candidates(layer, torch)
@@ -133,6 +155,17 @@ def main(argv=None):
     if ratios:
         geo = float(np.exp(np.mean(np.log(ratios))))
         print(f"\nconv geometric mean c / torch: {geo:.2f} (min {min(ratios):.2f})")
+    if "memory" in sections:
+        print("\n| op | shape | c GB/s | NumPy copy GB/s (same bytes) | c / copy |")
+        print("|---|---|---:|---:|---:|")
+        for entry in MEMORY_OPS:
+            if only and not any(s in entry[0] for s in only):
+                continue
+            moved, cands = memory_candidates(entry)
+            res = alternate(cands, args.rounds, args.seconds)
+            ratio = float(np.median(np.array(res["copy"]) / np.array(res["c"])))
+            print(f"| {entry[0]} | {entry[2]} | {moved / np.median(res['c']) / 1e9:.1f} | "
+                  f"{moved / np.median(res['copy']) / 1e9:.1f} | {ratio:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,17 @@ def conv_flops(N, C, H, W, K, R, S, stride, pad, groups):
     P = (H + 2 * pad - R) // stride + 1
     Q = (W + 2 * pad - S) // stride + 1
     return 2 * N * K * P * Q * (C // groups) * R * S
+
+
+# Memory-bound ops on seed-network activations (batch 8): (name, op, input shape, kwargs).
+MEMORY_OPS = [
+    ("alexnet.relu1", "relu", (8, 96, 55, 55), {}),
+    ("alexnet.pool1 3x3/2", "max_pool2d", (8, 96, 55, 55), {"kernel_size": 3, "stride": 2}),
+    ("alexnet.norm1 LRN5", "local_response_norm", (8, 96, 55, 55), {"size": 5}),
+    ("googlenet.pool 3x3/1 avg", "avg_pool2d", (8, 192, 28, 28),
+     {"kernel_size": 3, "stride": 1, "padding": 1}),
+    ("vgg16.pool 2x2/2", "max_pool2d", (8, 64, 224, 224), {"kernel_size": 2}),
+    ("resnet50.bn 256x56x56", "batch_norm", (8, 256, 56, 56), {}),
+    ("resnet50.gap 2048x7x7", "global_avg_pool2d", (8, 2048, 7, 7), {}),
+    ("softmax 64x1000", "softmax", (64, 1000), {"axis": 1}),
+]

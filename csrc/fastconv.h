@@ -25,6 +25,8 @@
 #endif
 
 /* ------------------------------------------------------------------ public API */
+/* BEGIN CFFI CDEF: fastconv/_build.py feeds the lines up to END CFFI CDEF to cffi's cdef,
+   so every prototype here is callable from Python and declared in one place only. */
 
 /* Row-major BLAS SGEMM: C (M,N) = alpha * op(A) (M,K) @ op(B) (K,N) + beta * C; beta == 0: C not read. */
 void fc_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -48,14 +50,15 @@ int fc_conv2d(const float *x, const float *w, const float *bias, float *y,
                int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
                int64_t groups, int relu);
 
-/* x (N,C,H,W) -> y (N,C,P,Q); window kh x kw, dilated; padding counts as -inf; NaN propagates. */
-void fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
+/* x (N,C,H,W) -> y (N,C,P,Q); window kh x kw, dilated; padding counts as -inf; NaN propagates.
+   Both pools return 0, or -1 when a row buffer cannot be allocated. */
+int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
                    int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
                    int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
                    int64_t dil_w);
 /* x (N,C,H,W) -> y (N,C,P,Q); divisor: window clipped to the padded input (count_include_pad)
    or the number of real input elements in the window. */
-void fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
+int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
                    int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
                    int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
                    int64_t pad_right, int count_include_pad);
@@ -78,6 +81,7 @@ void fc_set_num_threads(int n);
 int fc_get_num_threads(void);
 int fc_has_openmp(void);
 const char *fc_isa_name(void);
+/* END CFFI CDEF */
 
 /* ------------------------------------------------------------------ OpenMP guard */
 

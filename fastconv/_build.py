@@ -63,43 +63,18 @@ if os.environ.get("FASTCONV_SANITIZE") == "1":
     _compile += _san + ["-O1"]
     _link += _san
 
+
+def _public_prototypes():
+    """The public API section of csrc/fastconv.h, between its CFFI CDEF markers."""
+    with open(os.path.join(_CSRC, "fastconv.h")) as f:
+        header = f.read()
+    begin = header.index("BEGIN CFFI CDEF")
+    begin = header.index("*/", begin) + 2
+    return header[begin:header.index("/* END CFFI CDEF */")]
+
+
 ffibuilder = FFI()
-ffibuilder.cdef(
-    """
-    void fc_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                  float *C, int64_t ldc);
-    int fc_sgemm_ex(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                    float *C, int64_t ldc, const float *bias_rows, int relu);
-    int fc_conv2d(const float *x, const float *w, const float *bias, float *y,
-                  int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
-                  int64_t P, int64_t Q, int64_t stride_h, int64_t stride_w,
-                  int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
-                  int64_t groups, int relu);
-    void fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
-                       int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
-                       int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
-                       int64_t dil_w);
-    void fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
-                       int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
-                       int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
-                       int64_t pad_right, int count_include_pad);
-    void fc_global_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t HW);
-    void fc_relu(const float *x, float *y, int64_t n);
-    void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inner);
-    void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t size,
-                float alpha, float beta, float k);
-    void fc_batch_norm(const float *x, float *y, int64_t N, int64_t C, int64_t L,
-                       const float *mean, const float *var, const float *weight,
-                       const float *bias, float eps);
-    void fc_set_num_threads(int n);
-    int fc_get_num_threads(void);
-    int fc_has_openmp(void);
-    const char *fc_isa_name(void);
-    const char *fc_build_flags(void);
-    """
-)
+ffibuilder.cdef(_public_prototypes() + "\nconst char *fc_build_flags(void);\n")
 ffibuilder.set_source(
     "fastconv._cext",
     '#include "fastconv.h"\n'

@@ -39,16 +39,16 @@ def conv2d(x, weight, bias, p, activation):
 
 def max_pool2d(x, p):
     y = _out(p.out_shape)
-    lib.fc_max_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,
-                      p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dil_h, p.dil_w)
+    _ok(lib.fc_max_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,
+                          p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dil_h, p.dil_w))
     return y
 
 
 def avg_pool2d(x, p):
     y = _out(p.out_shape)
-    lib.fc_avg_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,
-                      p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.pad_bottom, p.pad_right,
-                      p.count_include_pad)
+    _ok(lib.fc_avg_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,
+                          p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.pad_bottom,
+                          p.pad_right, p.count_include_pad))
     return y
 
 
