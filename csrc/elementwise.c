@@ -89,7 +89,7 @@ const char *fc_isa_name(void) { return fc_gemm_kernel()->name; }
 /* ------------------------------------------------------------------ relu */
 
 /* x (n,) -> y (n,) */
-void fc_relu(const float *x, float *y, int64_t n)
+FC_CLONES void fc_relu(const float *x, float *y, int64_t n)
 {
     const int64_t chunk = 1 << 16;
     int64_t nchunks = (n + chunk - 1) / chunk;
@@ -156,7 +156,7 @@ static void vexp(float *y, int64_t n)
 #define SM_CH 256
 
 /* x (outer,L,inner) -> y (outer,L,inner), softmax over L */
-void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inner)
+FC_CLONES void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inner)
 {
     const int64_t nch = (inner + SM_CH - 1) / SM_CH, items = outer * nch;
     int nt = fc_threads_for(outer * L * inner, 16 * 1024);
@@ -215,7 +215,7 @@ void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inne
 #define LRN_CH 1024
 
 /* x (N,C,L) -> y (N,C,L) */
-void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t size,
+FC_CLONES void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t size,
             float alpha, float beta, float k)
 {
     const int64_t nch = (L + LRN_CH - 1) / LRN_CH, items = N * C * nch;
@@ -236,6 +236,7 @@ void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t s
         const float *xr = x + nc * L + l0;
         float *yr = y + nc * L + l0;
         if (beta == 0.75f) {
+#pragma omp simd
             for (int64_t i = 0; i < len; ++i) {
                 const float t = k + a * s[i], r = sqrtf(t);
                 yr[i] = xr[i] / (r * sqrtf(r));
@@ -249,7 +250,7 @@ void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t s
 /* ------------------------------------------------------------------ batch norm */
 
 /* x (N,C,L), mean/var/weight/bias (C,) -> y (N,C,L) */
-void fc_batch_norm(const float *x, float *y, int64_t N, int64_t C, int64_t L,
+FC_CLONES void fc_batch_norm(const float *x, float *y, int64_t N, int64_t C, int64_t L,
                    const float *mean, const float *var, const float *weight,
                    const float *bias, float eps)
 {

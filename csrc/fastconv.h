@@ -105,8 +105,17 @@ int fc_threads_for(int64_t work, int64_t min_per_thread);
 #define FC_X86 1
 #define FC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+/* Memory-bound loops (pooling, elementwise): let the compiler vectorise them twice and let
+   the loader pick the AVX2 clone on CPUs that have it (ifunc); OpenMP regions inside
+   are cloned too. FASTCONV_ISA does not reach these, only the GEMM microkernels. */
+#if defined(__linux__) && !defined(__clang__)
+#define FC_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define FC_CLONES
+#endif
 #else
 #define FC_X86 0
+#define FC_CLONES
 #endif
 
 typedef enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 } fc_isa_t;
