@@ -204,18 +204,65 @@ done:
     return rc;
 }
 
-/* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q); 0 on success, -1 out of memory */
+#define CONV_SHAPE_ARGS                                                                    \
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t P, \
+        int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,  \
+        int64_t groups
+
+static int is_1x1(CONV_SHAPE_ARGS)
+{
+    (void)N, (void)C, (void)K, (void)dh, (void)dw, (void)groups;
+    return R == 1 && S == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && P == H && Q == W;
+}
+
+int fc_conv2d_supports(int algo, CONV_SHAPE_ARGS)
+{
+    switch (algo) {
+    case FC_CONV_AUTO:
+    case FC_CONV_DIRECT:
+    case FC_CONV_GEMM:
+    case FC_CONV_INDIRECT: return 1;
+    case FC_CONV_1X1:
+        return is_1x1(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups);
+    default: return 0;
+    }
+}
+
+/* The "auto" policy (single-thread timings vs PyTorch/oneDNN on Zen 3, AVX2, see header). */
+int fc_conv2d_choose(CONV_SHAPE_ARGS)
+{
+    const int64_t Cg = C / groups, Kg = K / groups;
+    if (groups > 1 && Cg * R * S <= 9) return FC_CONV_DIRECT; /* depthwise-like */
+    if (is_1x1(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups))
+        return FC_CONV_1X1;
+    if (Kg <= 4) return FC_CONV_DIRECT;
+    return FC_CONV_INDIRECT;
+}
+
+/* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q);
+   0 on success, -1 out of memory, -2 algo cannot do this shape */
 int fc_conv2d(const float *x, const float *w, const float *bias, float *y, int64_t N,
               int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t P,
               int64_t Q, int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
-              int64_t dil_h, int64_t dil_w, int64_t groups, int relu)
+              int64_t dil_h, int64_t dil_w, int64_t groups, int relu, int algo)
 {
-    const int64_t Cg = C / groups, Kg = K / groups;
-    if (Kg <= 4 || (groups > 1 && Cg * R * S <= 9)) {
+    if (!fc_conv2d_supports(algo, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
+                            pad_left, dil_h, dil_w, groups))
+        return -2;
+    if (algo == FC_CONV_AUTO)
+        algo = fc_conv2d_choose(N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
+                                pad_left, dil_h, dil_w, groups);
+    switch (algo) {
+    case FC_CONV_DIRECT:
         conv_direct(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
                     pad_left, dil_h, dil_w, groups, relu);
         return 0;
+    case FC_CONV_1X1: return fc_conv_1x1(x, w, bias, y, N, C, H * W, K, groups, relu);
+    case FC_CONV_INDIRECT:
+        return fc_conv_indirect(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w,
+                                pad_top, pad_left, dil_h, dil_w, groups, relu);
+    default:
+        return conv_gemm(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w,
+                         pad_top, pad_left, dil_h, dil_w, groups, relu);
     }
-    return conv_gemm(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
-                     pad_left, dil_h, dil_w, groups, relu);
 }

@@ -76,7 +76,15 @@ ffibuilder.cdef(
                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                   int64_t P, int64_t Q, int64_t stride_h, int64_t stride_w,
                   int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
-                  int64_t groups, int relu);
+                  int64_t groups, int relu, int algo);
+    int fc_conv2d_choose(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
+                         int64_t S, int64_t P, int64_t Q, int64_t stride_h, int64_t stride_w,
+                         int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
+                         int64_t groups);
+    int fc_conv2d_supports(int algo, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                           int64_t R, int64_t S, int64_t P, int64_t Q, int64_t stride_h,
+                           int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+                           int64_t dil_w, int64_t groups);
     void fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,
                        int64_t P, int64_t Q, int64_t kh, int64_t kw, int64_t stride_h,
                        int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
