@@ -233,9 +233,18 @@ int fc_conv2d_choose(CONV_SHAPE_ARGS)
 {
     const int64_t Cg = C / groups, Kg = K / groups;
     if (groups > 1 && Cg * R * S <= 9) return FC_CONV_DIRECT; /* depthwise-like */
+    /* 1x1: the unpacked kernel while the pixels are few (the packed GEMM would repack all
+       K*C weights per call for <= 1024 pixels of work each: ResNet res3..res5); with many
+       pixels the packed GEMM's contiguous panels win (res2: 3136 pixels). */
     if (is_1x1(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups))
-        return FC_CONV_1X1;
+        return H * W < 1024 ? FC_CONV_1X1 : FC_CONV_GEMM;
     if (Kg <= 4) return FC_CONV_DIRECT;
+    /* Long reductions over many pixels (VGG conv3_2 / conv5_2: C*R*S >= 2304, >= 196
+       pixels): the indirect kernel's weight panel (C*R*S x 16) and the input window of its
+       48-pixel chunk overflow L1/L2, while the packed GEMM blocks the reduction by KC = 256. */
+    if (Cg * R * S > 2048 && P * Q >= 196) return FC_CONV_GEMM;
+    /* Everything else (AlexNet, VGG conv1_2, LeNet at any batch, strided, dilated, grouped):
+       the indirect kernel, 1.0-7x PyTorch single-threaded on the named layers. */
     return FC_CONV_INDIRECT;
 }
 

@@ -47,7 +47,7 @@ typedef enum {
     FC_CONV_GEMM = 2,     /* packed GEMM on the input (1x1) or on bounded im2col tiles */
     FC_CONV_INDIRECT = 3, /* implicit GEMM: 6 pixels x 16 channels, input read in place */
     FC_CONV_1X1 = 4,      /* 1x1 stride 1 unpadded, GEMM with neither operand packed */
-    FC_CONV_WINOGRAD = 5  /* F(2x2,3x3), 3x3 stride 1 dilation 1 */
+    FC_CONV_WINOGRAD = 5  /* reserved: F(2x2,3x3) for 3x3 stride 1 (not implemented yet) */
 } fc_conv_algo;
 
 /* x (N,C,H,W), w (K,C/groups,R,S), bias (K,) or NULL -> y (N,K,P,Q); relu != 0 fuses ReLU.
