@@ -47,7 +47,7 @@ typedef enum {
     FC_CONV_GEMM = 2,     /* packed GEMM on the input (1x1) or on bounded im2col tiles */
     FC_CONV_INDIRECT = 3, /* implicit GEMM: 6 pixels x 16 channels, input read in place */
     FC_CONV_1X1 = 4,      /* 1x1 stride 1 unpadded, GEMM with neither operand packed */
-    FC_CONV_WINOGRAD = 5  /* reserved: F(2x2,3x3) for 3x3 stride 1 (not implemented yet) */
+    FC_CONV_WINOGRAD = 5  /* F(2x2,3x3), 3x3 stride 1 dilation 1 */
 } fc_conv_algo;
 
 /* x (N,C,H,W), w (K,C/groups,R,S), bias (K,) or NULL -> y (N,K,P,Q); relu != 0 fuses ReLU.
@@ -193,6 +193,10 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
                      int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                      int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                      int64_t dh, int64_t dw, int64_t groups, int relu);
+/* w (K,C/g,3,3), stride 1, dilation 1 */
+int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t P, int64_t Q,
+                     int64_t pt, int64_t pl, int64_t groups, int relu);
 /* x (N,C,HW), w (K,C/g) -> y (N,K,HW) */
 int fc_conv_1x1(const float *x, const float *w, const float *bias, float *y, int64_t N,
                 int64_t C, int64_t HW, int64_t K, int64_t groups, int relu);

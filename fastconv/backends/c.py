@@ -30,7 +30,7 @@ def _ok(rc):
 
 
 #: conv2d algorithms of csrc/conv.c, by name (values of the fc_conv_algo enum).
-CONV_ALGORITHMS = {"auto": 0, "direct": 1, "gemm": 2, "indirect": 3, "1x1": 4}
+CONV_ALGORITHMS = {"auto": 0, "direct": 1, "gemm": 2, "indirect": 3, "1x1": 4, "winograd": 5}
 _ALGO_NAMES = {v: k for k, v in CONV_ALGORITHMS.items()}
 
 
