@@ -153,14 +153,16 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
         for (int64_t r = 0; r < R; ++r)
             for (int64_t s = 0; s < S; ++s, ++k) off[k] = (c * Hp + r * dh) * Wp + s * dw;
 
-    /* Work split: pixel chunks of <= 8 blocks (48 pixels: their input window and one
+    /* Work split: even pixel chunks of <= 8 blocks (48 pixels: their input window and one
        weight panel stay in L1/L2 while all channel panels pass); channel panels split into
        chunks only when (image, group, pixel chunk) items are fewer than 2 per thread. */
     int nt = fc_threads_for(N * K * PQ * CRS, 64 * 64 * 64);
-    const int64_t npb = cdiv(PQ, IP), pcb = min64(npb, 8), npc = cdiv(npb, pcb);
+    const int64_t npb = cdiv(PQ, IP), npc = cdiv(npb, 8), pcb = cdiv(npb, npc);
     int64_t kch = 1;
     const int64_t per = (need_pad ? 1 : N * groups) * npc;
-    if (per < 2 * nt) kch = min64(nkp, cdiv(2 * nt, per));
+    /* few items: split channels into (ideally) a multiple of nt chunks; channel chunks are
+       the outer index, so a static split hands each thread whole chunks (balanced) */
+    if (per < 4 * nt) kch = min64(nkp, cdiv(4 * nt, per));
     const int64_t kcs = cdiv(nkp, kch);
     kch = cdiv(nkp, kcs);
     const int64_t items = npc * kch; /* per image-group */
@@ -343,20 +345,21 @@ int fc_conv_1x1(const float *x, const float *w, const float *bias, float *y, int
 #if FC_X86
     if (fc_isa() >= FC_ISA_AVX2) ukr = o_ukr_avx2;
 #endif
-    /* Items: (image, group, pixel chunk of <= 12 tiles, row chunk). Rows are split only when
-       there are fewer than 2 items per thread otherwise (e.g. 49 pixels, one image). */
+    /* Items: (row chunk, image, group, even pixel chunk of <= 12 tiles). Rows are split only
+       when there are fewer than 4 items per thread otherwise (e.g. 49 pixels, one image). */
     int nt = fc_threads_for(N * K * HW * Cg, 64 * 64 * 64);
-    const int64_t npj = cdiv(HW, OC), pcj = min64(npj, 12), npc = cdiv(npj, pcj);
+    const int64_t npj = cdiv(HW, OC), npc = cdiv(npj, 12), pcj = cdiv(npj, npc);
     const int64_t nrb = cdiv(Kg, OR);
     int64_t rch = 1;
-    if (N * groups * npc < 2 * nt) rch = min64(nrb, cdiv(2 * nt, N * groups * npc));
+    if (N * groups * npc < 4 * nt) rch = min64(nrb, cdiv(4 * nt, N * groups * npc));
     const int64_t rcs = cdiv(nrb, rch);
     rch = cdiv(nrb, rcs);
     const int64_t items = N * groups * npc * rch;
 
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t it = 0; it < items; ++it) {
-        const int64_t rc = it % rch, pc = (it / rch) % npc, ng = it / rch / npc;
+        /* row chunk outermost: a static split gives each thread whole row chunks */
+        const int64_t rc = it / (N * groups * npc), pc = it % npc, ng = it / npc % (N * groups);
         const int64_t g = ng % groups, n = ng / groups;
         const float *xg = x + (n * C + g * Cg) * HW, *wg = w + g * Kg * Cg;
         float *yg = y + (n * K + g * Kg) * HW;

@@ -27,10 +27,11 @@ int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y
     const int64_t Cg = C / groups, Kg = K / groups, TH = cdiv(P, 2), TW = cdiv(Q, 2);
     const int64_t T = TH * TW;
     int nt = fc_threads_for(N * K * P * Q * Cg * 9, 64 * 64 * 64);
-    int64_t nb = min64(64, T);
-    if (N * cdiv(T, nb) < 2 * nt) nb = cdiv(T, cdiv(2 * nt, N));
-    if (nb > kr->nr) nb = cdiv(nb, kr->nr) * kr->nr;
-    const int64_t ntb = cdiv(T, nb), items = N * ntb;
+    /* tile blocks of <= 64 tiles, as even as possible, and per image a multiple of the
+       thread count when the batch alone cannot feed the threads */
+    int64_t nblk = cdiv(T, 64);
+    if (N < 4 * nt) nblk = min64(T, cdiv(nblk, nt) * nt);
+    const int64_t nb = cdiv(T, nblk), ntb = cdiv(T, nb), items = N * ntb;
     if (items < nt) nt = (int)items;
     const int64_t apx = fc_packed_a_size(kr, Kg, Cg); /* one packed U[g][xi] */
     /* per-thread V, M, GEMM B workspace, each rounded to 16 floats (64-byte aligned) */
