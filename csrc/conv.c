@@ -1,18 +1,32 @@
-/* conv.c -- 2-D convolution (cross-correlation, NCHW), bias and ReLU fused.
+/* conv.c -- 2-D convolution (cross-correlation, NCHW), bias and ReLU fused: the algorithms
+ * and fc_conv2d, which runs one of them per call (fc_conv2d_choose: the "auto" policy, or
+ * the algo argument; tests force each one through fastconv.backends.c.conv2d(algorithm=)).
  *
- * Variants inside, and why (fc_conv2d picks one per call):
- *   conv_direct      per-group output channels Kg <= 4, or grouped with Cg*R*S <= 9
- *                    (depthwise, ResNeXt-like narrow groups): a GEMM would waste most of
- *                    its MR-row microkernel, so loop directly, tap by tap over whole rows.
- *   conv_gemm, 1x1   R = S = 1, stride 1, no padding (P = H, Q = W): x[n, group] already is
- *                    the (Cg, H*W) B matrix, so the GEMM packs straight from the input.
- *   conv_gemm, im2col  everything else: im2col of a bounded tile of output pixels (per image,
- *                    per group, at most ~1 MiB of columns), then the blocked GEMM with
- *                    bias+ReLU in its epilogue. The whole layer is never unrolled.
- * Weights are packed into the GEMM's MR-row panel layout once per call and shared.
- * Parallelism: over (image, group, pixel tile) work items, one serial GEMM per thread with
- * per-thread workspace; when there are fewer items than threads, items run one after
- * another and the GEMM itself is parallel. Never both.
+ * Variants (enum fc_conv_algo in fastconv.h), and when "auto" picks each -- measured
+ * single-threaded against PyTorch 2.13 / oneDNN on Zen 3 (AVX2+FMA, 32 KiB L1d, 512 KiB L2):
+ *   FC_CONV_DIRECT    (here) conv_direct: tap by tap over whole output rows. Grouped with
+ *                     Cg*R*S <= 9 (depthwise, narrow groups), or Kg <= 4 output channels per
+ *                     group: a tile of 16 channels or 6 rows would be mostly padding.
+ *   FC_CONV_1X1       (conv_fast.c) 1x1 stride 1 unpadded with H*W < 1024: weights and input
+ *                     used in place, no packing (the packed GEMM repacks K*C weights per call,
+ *                     which dominates at 49..784 pixels: ResNet res3..res5); rows (output
+ *                     channels) are split across threads when the pixels cannot be.
+ *   FC_CONV_GEMM      (here) conv_gemm: packed GEMM straight on the input for 1x1 with
+ *                     H*W >= 1024 (ResNet res2); on bounded im2col tiles (<= 1 MiB per
+ *                     thread) for long reductions over many pixels (C*R*S > 2048, P*Q >= 196:
+ *                     VGG conv5_2), where the GEMM's KC blocking keeps operands in cache.
+ *   FC_CONV_WINOGRAD  (winograd.c) F(2x2,3x3) for 3x3 stride-1 undilated layers with
+ *                     Cg, Kg >= 128 and >= 196 tiles (VGG conv3_2): 2.25x fewer MACs, batched
+ *                     as 16 packed GEMMs per tile block.
+ *   FC_CONV_INDIRECT  (conv_fast.c) everything else: implicit GEMM, 6 pixels x 16 channels
+ *                     broadcast straight from the (padded) input through a tap-offset table,
+ *                     weights packed once per call. No im2col at all: AlexNet conv1-5, VGG
+ *                     conv1_2, LeNet at batch 1 and 64, strided / dilated / grouped layers.
+ * Workspace is bounded in every variant: at most one padded image-group (indirect), one
+ * im2col tile per thread (gemm), one 64-tile block per thread (winograd); never the layer.
+ * Parallelism: each variant splits (image, group, pixel block[, channel block]) work items
+ * over the threads, shrinking blocks until there are >= 2 items per thread (batch 1).
+ * (conv_gemm: when there are fewer items than threads, the GEMM itself runs parallel.)
  */
 #include "fastconv.h"
 
@@ -204,18 +218,86 @@ done:
     return rc;
 }
 
-/* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q); 0 on success, -1 out of memory */
+#define CONV_SHAPE_ARGS                                                                    \
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t P, \
+        int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,  \
+        int64_t groups
+
+static int is_1x1(CONV_SHAPE_ARGS)
+{
+    (void)N, (void)C, (void)K, (void)dh, (void)dw, (void)groups;
+    return R == 1 && S == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && P == H && Q == W;
+}
+
+int fc_conv2d_supports(int algo, CONV_SHAPE_ARGS)
+{
+    switch (algo) {
+    case FC_CONV_AUTO:
+    case FC_CONV_DIRECT:
+    case FC_CONV_GEMM:
+    case FC_CONV_INDIRECT: return 1;
+    case FC_CONV_1X1:
+        return is_1x1(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups);
+    case FC_CONV_WINOGRAD: return R == 3 && S == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1;
+    default: return 0;
+    }
+}
+
+/* The "auto" policy (single-thread timings vs PyTorch/oneDNN on Zen 3, AVX2, see header). */
+int fc_conv2d_choose(CONV_SHAPE_ARGS)
+{
+    const int64_t Cg = C / groups, Kg = K / groups;
+    if (groups > 1 && Cg * R * S <= 9) return FC_CONV_DIRECT; /* depthwise-like */
+    /* 1x1: the unpacked kernel while the pixels are few (the packed GEMM would repack all
+       K*C weights per call for <= 1024 pixels of work each: ResNet res3..res5); with many
+       pixels the packed GEMM's contiguous panels win (res2: 3136 pixels). */
+    if (is_1x1(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups))
+        return H * W < 1024 ? FC_CONV_1X1 : FC_CONV_GEMM;
+    if (Kg <= 4) return FC_CONV_DIRECT;
+    /* Winograd F(2x2,3x3) where both transforms are amortised: its per-call weight
+       transform (16*K*C) over >= 196 tiles and its input transform over >= 128 output
+       channels (VGG conv3_2: 1.27x torch vs 0.92x for the GEMM). With few tiles (13x13,
+       14x14: AlexNet conv3-5, VGG conv5_2) or few channels (VGG conv1_2) it loses. */
+    if (fc_conv2d_supports(FC_CONV_WINOGRAD, N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,
+                           groups) &&
+        Cg >= 128 && Kg >= 128 && N * ((P + 1) / 2) * ((Q + 1) / 2) >= 196)
+        return FC_CONV_WINOGRAD;
+    /* Long reductions over many pixels (VGG conv3_2 / conv5_2: C*R*S >= 2304, >= 196
+       pixels): the indirect kernel's weight panel (C*R*S x 16) and the input window of its
+       48-pixel chunk overflow L1/L2, while the packed GEMM blocks the reduction by KC = 256. */
+    if (Cg * R * S > 2048 && P * Q >= 196) return FC_CONV_GEMM;
+    /* Everything else (AlexNet, VGG conv1_2, LeNet at any batch, strided, dilated, grouped):
+       the indirect kernel, 1.0-7x PyTorch single-threaded on the named layers. */
+    return FC_CONV_INDIRECT;
+}
+
+/* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q);
+   0 on success, -1 out of memory, -2 algo cannot do this shape */
 int fc_conv2d(const float *x, const float *w, const float *bias, float *y, int64_t N,
               int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t P,
               int64_t Q, int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left,
-              int64_t dil_h, int64_t dil_w, int64_t groups, int relu)
+              int64_t dil_h, int64_t dil_w, int64_t groups, int relu, int algo)
 {
-    const int64_t Cg = C / groups, Kg = K / groups;
-    if (Kg <= 4 || (groups > 1 && Cg * R * S <= 9)) {
+    if (!fc_conv2d_supports(algo, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
+                            pad_left, dil_h, dil_w, groups))
+        return -2;
+    if (algo == FC_CONV_AUTO)
+        algo = fc_conv2d_choose(N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
+                                pad_left, dil_h, dil_w, groups);
+    switch (algo) {
+    case FC_CONV_DIRECT:
         conv_direct(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
                     pad_left, dil_h, dil_w, groups, relu);
         return 0;
+    case FC_CONV_1X1: return fc_conv_1x1(x, w, bias, y, N, C, H * W, K, groups, relu);
+    case FC_CONV_INDIRECT:
+        return fc_conv_indirect(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w,
+                                pad_top, pad_left, dil_h, dil_w, groups, relu);
+    case FC_CONV_WINOGRAD:
+        return fc_conv_winograd(x, w, bias, y, N, C, H, W, K, P, Q, pad_top, pad_left, groups,
+                                relu);
+    default:
+        return conv_gemm(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w,
+                         pad_top, pad_left, dil_h, dil_w, groups, relu);
     }
-    return conv_gemm(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_top,
-                     pad_left, dil_h, dil_w, groups, relu);
 }

@@ -42,13 +42,34 @@ int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc, const float *bias_rows, int relu);
 
+/* conv2d algorithms (conv.c's header says when "auto" picks each). */
+typedef enum {
+    FC_CONV_AUTO = 0,
+    FC_CONV_DIRECT = 1,   /* tap-by-tap loops over whole rows (narrow groups, depthwise) */
+    FC_CONV_GEMM = 2,     /* packed GEMM on the input (1x1) or on bounded im2col tiles */
+    FC_CONV_INDIRECT = 3, /* implicit GEMM: 6 pixels x 16 channels, input read in place */
+    FC_CONV_1X1 = 4,      /* 1x1 stride 1 unpadded, GEMM with neither operand packed */
+    FC_CONV_WINOGRAD = 5  /* F(2x2,3x3), 3x3 stride 1 dilation 1 */
+} fc_conv_algo;
+
 /* x (N,C,H,W), w (K,C/groups,R,S), bias (K,) or NULL -> y (N,K,P,Q); relu != 0 fuses ReLU.
-   Returns 0, or -1 when its workspace cannot be allocated. */
+   algo: an fc_conv_algo (FC_CONV_AUTO: fc_conv2d_choose's pick).
+   Returns 0, -1 when its workspace cannot be allocated, -2 when algo cannot do this shape. */
 int fc_conv2d(const float *x, const float *w, const float *bias, float *y,
                int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                int64_t P, int64_t Q, int64_t stride_h, int64_t stride_w,
                int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
-               int64_t groups, int relu);
+               int64_t groups, int relu, int algo);
+/* The algorithm FC_CONV_AUTO runs for this shape (same arguments, minus the arrays). */
+int fc_conv2d_choose(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
+                     int64_t S, int64_t P, int64_t Q, int64_t stride_h, int64_t stride_w,
+                     int64_t pad_top, int64_t pad_left, int64_t dil_h, int64_t dil_w,
+                     int64_t groups);
+/* Whether algo can run this shape (1) or not (0). */
+int fc_conv2d_supports(int algo, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                       int64_t R, int64_t S, int64_t P, int64_t Q, int64_t stride_h,
+                       int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+                       int64_t dil_w, int64_t groups);
 
 /* x (N,C,H,W) -> y (N,C,P,Q); window kh x kw, dilated; padding counts as -inf; NaN propagates.
    Both pools return 0, or -1 when a row buffer cannot be allocated. */
@@ -177,5 +198,20 @@ void fc_gemm_run(const fc_gemm_args *g, const fc_kernel *k, float *ws_a, float *
 /* 64-byte aligned allocation of n floats (NULL on failure), and its release. */
 float *fc_alloc_floats(int64_t n);
 void fc_free(void *p);
+
+/* ------------------------------------------------------------------ internal conv algorithms */
+/* (conv_fast.c / winograd.c, dispatched by fc_conv2d in conv.c; same shape conventions) */
+
+int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
+                     int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                     int64_t dh, int64_t dw, int64_t groups, int relu);
+/* w (K,C/g,3,3), stride 1, dilation 1 */
+int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t P, int64_t Q,
+                     int64_t pt, int64_t pl, int64_t groups, int relu);
+/* x (N,C,HW), w (K,C/g) -> y (N,K,HW) */
+int fc_conv_1x1(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                int64_t C, int64_t HW, int64_t K, int64_t groups, int relu);
 
 #endif /* FASTCONV_H */

@@ -29,11 +29,34 @@ def _ok(rc):
         raise MemoryError("fastconv C backend: cannot allocate its workspace")
 
 
-def conv2d(x, weight, bias, p, activation):
+#: conv2d algorithms of csrc/conv.c, by name (values of the fc_conv_algo enum).
+CONV_ALGORITHMS = {"auto": 0, "direct": 1, "gemm": 2, "indirect": 3, "1x1": 4, "winograd": 5}
+_ALGO_NAMES = {v: k for k, v in CONV_ALGORITHMS.items()}
+
+
+def _shape(p):
+    return (p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w, p.pad_top,
+            p.pad_left, p.dil_h, p.dil_w, p.groups)
+
+
+def conv2d_choose(p):
+    """The algorithm name that ``algorithm="auto"`` runs for Conv2dParams ``p``."""
+    return _ALGO_NAMES[lib.fc_conv2d_choose(*_shape(p))]
+
+
+def conv2d(x, weight, bias, p, activation, algorithm="auto"):
+    """algorithm: a CONV_ALGORITHMS name (tests and benchmarks force one; the public
+    fastconv.conv2d always runs "auto"). ValueError if it cannot do this shape."""
+    try:
+        algo = CONV_ALGORITHMS[algorithm]
+    except KeyError:
+        raise ValueError(f"unknown conv2d algorithm {algorithm!r}; "
+                         f"known: {', '.join(CONV_ALGORITHMS)}") from None
+    if not lib.fc_conv2d_supports(algo, *_shape(p)):
+        raise ValueError(f"conv2d algorithm {algorithm!r} cannot run this shape: {p}")
     y = _out(p.out_shape)
-    _ok(lib.fc_conv2d(_p(x), _p(weight), _p(bias), _p(y), p.N, p.C, p.H, p.W, p.K, p.R, p.S,
-                      p.P, p.Q, p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dil_h,
-                      p.dil_w, p.groups, activation == "relu"))
+    _ok(lib.fc_conv2d(_p(x), _p(weight), _p(bias), _p(y), *_shape(p),
+                      activation == "relu", algo))
     return y
 
 

@@ -1,0 +1,384 @@
+/* conv_fast.c -- conv2d algorithms that skip the GEMM's packing (called from conv.c).
+ *
+ * Variants inside, and why:
+ *   fc_conv_indirect  "implicit GEMM, pixels x channels": an output tile of 6 pixels x 16
+ *                     channels; the 6 pixels' input values are broadcast straight from the
+ *                     (padded) image through a table of tap offsets off[c,r,s], the weights are
+ *                     packed once per call as (K/16 panels, C*R*S, 16). No im2col at all, so
+ *                     its cost is ~0 for tiny C (LeNet) and any stride/dilation/groups; the
+ *                     weight packing (K*C*R*S floats) is amortised over the P*Q pixels.
+ *                     Padding: one padded copy of one image-group (Cg x Hp x Wp), shared
+ *                     by the threads; without padding the input is read in place.
+ *   fc_conv_1x1       1x1 stride-1 unpadded: y[n,g] (Kg,HW) = w_g (Kg,Cg) @ x[n,g] (Cg,HW)
+ *                     with neither operand packed: 6 weight rows are broadcast, 16 pixels are
+ *                     loaded (masked at the ragged end). No per-call weight repacking, which
+ *                     is what makes small-pixel layers (ResNet res5: 7x7, C=2048) slow in
+ *                     the packed GEMM. Parallel over (image, group, pixel chunk, row chunk):
+ *                     rows (output channels) are split when the pixels cannot be.
+ * Both: bias + ReLU fused in the store; AVX2+FMA microkernels with a plain C fallback
+ * (FASTCONV_ISA=generic, non-x86). 64-bit indices throughout.
+ */
+#include "fastconv.h"
+
+#include <string.h>
+
+#if FC_X86
+#include <immintrin.h>
+#endif
+
+#define IP 6  /* pixels per indirect tile */
+#define IK 16 /* channels per indirect tile */
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline float relu1(float v) { return v <= 0.0f ? 0.0f : v; }
+
+/* ------------------------------------------------------------------ indirect microkernels */
+
+/* tile (IP,IK) = sum_k px[i][off[k]] * w[k][j] */
+static void ind_ukr_generic(int64_t kk, const int64_t *off, const float *const *px,
+                            const float *w, float *tile)
+{
+    float acc[IP][IK] = {{0}};
+    for (int64_t k = 0; k < kk; ++k, w += IK) {
+        const int64_t o = off[k];
+        for (int i = 0; i < IP; ++i) {
+            const float a = px[i][o];
+            for (int j = 0; j < IK; ++j) acc[i][j] += a * w[j];
+        }
+    }
+    memcpy(tile, acc, sizeof(acc));
+}
+
+#if FC_X86
+FC_TARGET_AVX2 static void ind_ukr_avx2(int64_t kk, const int64_t *off, const float *const *px,
+                                        const float *w, float *tile)
+{
+    const float *p0 = px[0], *p1 = px[1], *p2 = px[2], *p3 = px[3], *p4 = px[4], *p5 = px[5];
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kk; ++k, w += IK) {
+        const int64_t o = off[k];
+        const __m256 b0 = _mm256_load_ps(w), b1 = _mm256_load_ps(w + 8);
+        __m256 a;
+        a = _mm256_broadcast_ss(p0 + o); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(p1 + o); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(p2 + o); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(p3 + o); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(p4 + o); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(p5 + o); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    }
+    _mm256_store_ps(tile + 0, c00); _mm256_store_ps(tile + 8, c01);
+    _mm256_store_ps(tile + 16, c10); _mm256_store_ps(tile + 24, c11);
+    _mm256_store_ps(tile + 32, c20); _mm256_store_ps(tile + 40, c21);
+    _mm256_store_ps(tile + 48, c30); _mm256_store_ps(tile + 56, c31);
+    _mm256_store_ps(tile + 64, c40); _mm256_store_ps(tile + 72, c41);
+    _mm256_store_ps(tile + 80, c50); _mm256_store_ps(tile + 88, c51);
+}
+#endif
+
+typedef void (*ind_ukr_fn)(int64_t, const int64_t *, const float *const *, const float *,
+                           float *);
+
+static ind_ukr_fn ind_ukr(void)
+{
+#if FC_X86
+    if (fc_isa() >= FC_ISA_AVX2) return ind_ukr_avx2;
+#endif
+    return ind_ukr_generic;
+}
+
+/* ------------------------------------------------------------------ indirect conv */
+
+typedef struct {
+    const float *wp, *bias;
+    const int64_t *off;
+    ind_ukr_fn ukr;
+    int64_t K, Kg, CRS, PQ, Q, sh, sw, Wp, nkp, pcb, npb, kcs;
+    int relu;
+} ind_ctx;
+
+/* Channel panels [kp0,kp1) x pixel blocks [pb0,pb1) of one image-group: src is its (padded)
+   input (Cg,Hp,Wp), yg its output (Kg,P,Q), wpg its packed weights, bg its bias or NULL. */
+static void ind_item(const ind_ctx *cx, const float *src, float *yg, const float *wpg,
+                     const float *bg, int64_t kp0, int64_t kp1, int64_t pb0, int64_t pb1)
+{
+    float tile[IP * IK] __attribute__((aligned(64)));
+    const float *px[IP];
+    for (int64_t kp = kp0; kp < kp1; ++kp) {
+        const int64_t nch = min64(IK, cx->Kg - kp * IK);
+        const float *wpan = wpg + kp * cx->CRS * IK;
+        for (int64_t pb = pb0; pb < pb1; ++pb) {
+            const int64_t t0 = pb * IP, np = min64(IP, cx->PQ - t0);
+            for (int i = 0; i < IP; ++i) {
+                const int64_t t = t0 + (i < np ? i : np - 1); /* ragged end: repeat the last */
+                px[i] = src + (t / cx->Q) * cx->sh * cx->Wp + (t % cx->Q) * cx->sw;
+            }
+            cx->ukr(cx->CRS, cx->off, px, wpan, tile);
+            for (int64_t j = 0; j < nch; ++j) {
+                const float b = bg ? bg[kp * IK + j] : 0.0f;
+                float *yr = yg + (kp * IK + j) * cx->PQ + t0;
+                if (cx->relu)
+                    for (int64_t i = 0; i < np; ++i) yr[i] = relu1(tile[i * IK + j] + b);
+                else
+                    for (int64_t i = 0; i < np; ++i) yr[i] = tile[i * IK + j] + b;
+            }
+        }
+    }
+}
+
+/* x (N,C,H,W), w (K,C/g,R,S) -> y (N,K,P,Q); 0, or -1 out of memory. */
+int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
+                     int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                     int64_t dh, int64_t dw, int64_t groups, int relu)
+{
+    const int64_t Cg = C / groups, Kg = K / groups, CRS = Cg * R * S, PQ = P * Q;
+    const int64_t nkp = cdiv(Kg, IK);
+    /* rows/cols of the padded input that the windows touch */
+    const int64_t Hn = (P - 1) * sh + (R - 1) * dh + 1, Wn = (Q - 1) * sw + (S - 1) * dw + 1;
+    const int need_pad = pt > 0 || pl > 0 || Hn > H || Wn > W;
+    const int64_t Hp = need_pad ? Hn : H, Wp = need_pad ? Wn : W;
+
+    float *wp = fc_alloc_floats(groups * nkp * CRS * IK);
+    int64_t *off = (int64_t *)fc_alloc_floats(2 * CRS);
+    float *pad = need_pad ? fc_alloc_floats(Cg * Hp * Wp) : NULL;
+    if (!wp || !off || (need_pad && !pad)) {
+        fc_free(wp);
+        fc_free(off);
+        fc_free(pad);
+        return -1;
+    }
+    for (int64_t c = 0, k = 0; c < Cg; ++c)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t s = 0; s < S; ++s, ++k) off[k] = (c * Hp + r * dh) * Wp + s * dw;
+
+    /* Work split: even pixel chunks of <= 8 blocks (48 pixels: their input window and one
+       weight panel stay in L1/L2 while all channel panels pass); channel panels split into
+       chunks only when (image, group, pixel chunk) items are fewer than 2 per thread. */
+    int nt = fc_threads_for(N * K * PQ * CRS, 64 * 64 * 64);
+    const int64_t npb = cdiv(PQ, IP), npc = cdiv(npb, 8), pcb = cdiv(npb, npc);
+    int64_t kch = 1;
+    const int64_t per = (need_pad ? 1 : N * groups) * npc;
+    /* few items: split channels into (ideally) a multiple of nt chunks; channel chunks are
+       the outer index, so a static split hands each thread whole chunks (balanced) */
+    if (per < 4 * nt) kch = min64(nkp, cdiv(4 * nt, per));
+    const int64_t kcs = cdiv(nkp, kch);
+    kch = cdiv(nkp, kcs);
+    const int64_t items = npc * kch; /* per image-group */
+    ind_ctx cx = {wp, bias, off, ind_ukr(), K, Kg, CRS, PQ, Q, sh, sw, Wp, nkp, pcb, npb,
+                  kcs, relu};
+
+#pragma omp parallel num_threads(nt)
+    {
+        /* pack weights: wp[g][kp][k][j] = w[g*Kg + kp*IK + j][k], zero past Kg */
+#pragma omp for schedule(static)
+        for (int64_t gk = 0; gk < groups * nkp; ++gk) {
+            const int64_t g = gk / nkp, kp = gk % nkp;
+            float *d = wp + gk * CRS * IK;
+            for (int64_t j = 0; j < IK; ++j) {
+                const int64_t kk = kp * IK + j;
+                if (kk < Kg) {
+                    const float *s = w + (g * Kg + kk) * CRS;
+                    for (int64_t k = 0; k < CRS; ++k) d[k * IK + j] = s[k];
+                } else {
+                    for (int64_t k = 0; k < CRS; ++k) d[k * IK + j] = 0.0f;
+                }
+            }
+        }
+        if (!need_pad) {
+#pragma omp for schedule(static)
+            for (int64_t it = 0; it < N * groups * items; ++it) {
+                const int64_t ng = it / items, r = it % items, g = ng % groups, n = ng / groups;
+                const int64_t kc = r / npc, pc = r % npc;
+                ind_item(&cx, x + (n * C + g * Cg) * H * W, y + (n * K + g * Kg) * PQ,
+                         wp + g * nkp * CRS * IK, bias ? bias + g * Kg : NULL, kc * kcs,
+                         min64(nkp, (kc + 1) * kcs), pc * pcb, min64(npb, (pc + 1) * pcb));
+            }
+        } else {
+            for (int64_t ng = 0; ng < N * groups; ++ng) {
+                const int64_t g = ng % groups, n = ng / groups;
+                const float *xg = x + (n * C + g * Cg) * H * W;
+                /* padded copy: pad[c][i][j] = x[c][i-pt][j-pl], zero outside */
+#pragma omp for schedule(static)
+                for (int64_t ci = 0; ci < Cg * Hp; ++ci) {
+                    const int64_t c = ci / Hp, i = ci % Hp, ih = i - pt;
+                    float *d = pad + ci * Wp;
+                    if (ih < 0 || ih >= H) {
+                        memset(d, 0, (size_t)Wp * sizeof(float));
+                        continue;
+                    }
+                    const float *s = xg + (c * H + ih) * W;
+                    const int64_t j0 = pl < Wp ? pl : Wp;
+                    int64_t j1 = min64(Wp, pl + W);
+                    memset(d, 0, (size_t)j0 * sizeof(float));
+                    if (j1 > j0) memcpy(d + j0, s, (size_t)(j1 - j0) * sizeof(float));
+                    if (j1 < j0) j1 = j0;
+                    memset(d + j1, 0, (size_t)(Wp - j1) * sizeof(float));
+                }
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < items; ++r) {
+                    const int64_t kc = r / npc, pc = r % npc;
+                    ind_item(&cx, pad, y + (n * K + g * Kg) * PQ, wp + g * nkp * CRS * IK,
+                             bias ? bias + g * Kg : NULL, kc * kcs, min64(nkp, (kc + 1) * kcs),
+                             pc * pcb, min64(npb, (pc + 1) * pcb));
+                }
+            }
+        }
+    }
+    fc_free(wp);
+    fc_free(off);
+    fc_free(pad);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ 1x1 without packing */
+
+#define OR 6  /* output-channel rows per 1x1 tile */
+#define OC 16 /* pixels per 1x1 tile */
+#define OKC 256 /* reduction chunk: a 256 x 16 strip of x stays in L1 across row tiles */
+
+/* c (OR rows, ldc) (+)= sum_k a[i][k] * b[k*ldb + j], j < npx, k in [0,kc).
+   first: start from 0, else from c; last: + bias[i], ReLU. Rows >= nrow are not stored. */
+static void o_ukr_generic(int64_t kc, const float *const *a, const float *b, int64_t ldb,
+                          int64_t npx, float *c, int64_t ldc, int64_t nrow, int first, int last,
+                          const float *bias, int relu)
+{
+    float acc[OR][OC] = {{0}};
+    for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < OR; ++i)
+            for (int64_t j = 0; j < npx; ++j) acc[i][j] += a[i][k] * b[k * ldb + j];
+    for (int64_t i = 0; i < nrow; ++i)
+        for (int64_t j = 0; j < npx; ++j) {
+            float v = acc[i][j] + (first ? 0.0f : c[i * ldc + j]);
+            if (last && bias) v += bias[i];
+            if (last && relu) v = relu1(v);
+            c[i * ldc + j] = v;
+        }
+}
+
+#if FC_X86
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+o_ukr_avx2_body(int64_t kc, const float *const *a, const float *b, int64_t ldb, int64_t npx,
+                float *c, int64_t ldc, int64_t nrow, int first, int last, const float *bias,
+                int relu, const int masked)
+{
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    if (masked) {
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)npx), idx);
+        m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)npx - 8), idx);
+    }
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; ++k, b += ldb) {
+        __m256 b0, b1, t;
+        if (masked) {
+            b0 = _mm256_maskload_ps(b, m0);
+            b1 = _mm256_maskload_ps(b + 8, m1);
+        } else {
+            b0 = _mm256_loadu_ps(b);
+            b1 = _mm256_loadu_ps(b + 8);
+        }
+        t = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
+    }
+    __m256 acc[OR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nrow; ++i) {
+        float *cp = c + i * ldc;
+        __m256 v0 = acc[i][0], v1 = acc[i][1];
+        if (!first) {
+            if (masked) {
+                v0 = _mm256_add_ps(v0, _mm256_maskload_ps(cp, m0));
+                v1 = _mm256_add_ps(v1, _mm256_maskload_ps(cp + 8, m1));
+            } else {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cp));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cp + 8));
+            }
+        }
+        if (last && bias) {
+            const __m256 bb = _mm256_set1_ps(bias[i]);
+            v0 = _mm256_add_ps(v0, bb);
+            v1 = _mm256_add_ps(v1, bb);
+        }
+        if (last && relu) { /* max(0, v) keeps NaN; + 0 turns -0 into +0 */
+            v0 = _mm256_add_ps(_mm256_max_ps(zero, v0), zero);
+            v1 = _mm256_add_ps(_mm256_max_ps(zero, v1), zero);
+        }
+        if (masked) {
+            _mm256_maskstore_ps(cp, m0, v0);
+            _mm256_maskstore_ps(cp + 8, m1, v1);
+        } else {
+            _mm256_storeu_ps(cp, v0);
+            _mm256_storeu_ps(cp + 8, v1);
+        }
+    }
+}
+
+FC_TARGET_AVX2 static void o_ukr_avx2(int64_t kc, const float *const *a, const float *b,
+                                      int64_t ldb, int64_t npx, float *c, int64_t ldc,
+                                      int64_t nrow, int first, int last, const float *bias,
+                                      int relu)
+{
+    if (npx == OC)
+        o_ukr_avx2_body(kc, a, b, ldb, npx, c, ldc, nrow, first, last, bias, relu, 0);
+    else
+        o_ukr_avx2_body(kc, a, b, ldb, npx, c, ldc, nrow, first, last, bias, relu, 1);
+}
+#endif
+
+typedef void (*o_ukr_fn)(int64_t, const float *const *, const float *, int64_t, int64_t,
+                         float *, int64_t, int64_t, int, int, const float *, int);
+
+/* x (N,C,H,W), w (K,C/g,1,1) -> y (N,K,H,W), stride 1, no padding. Returns 0. */
+int fc_conv_1x1(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                int64_t C, int64_t HW, int64_t K, int64_t groups, int relu)
+{
+    const int64_t Cg = C / groups, Kg = K / groups;
+    o_ukr_fn ukr = o_ukr_generic;
+#if FC_X86
+    if (fc_isa() >= FC_ISA_AVX2) ukr = o_ukr_avx2;
+#endif
+    /* Items: (row chunk, image, group, even pixel chunk of <= 12 tiles). Rows are split only
+       when there are fewer than 4 items per thread otherwise (e.g. 49 pixels, one image). */
+    int nt = fc_threads_for(N * K * HW * Cg, 64 * 64 * 64);
+    const int64_t npj = cdiv(HW, OC), npc = cdiv(npj, 12), pcj = cdiv(npj, npc);
+    const int64_t nrb = cdiv(Kg, OR);
+    int64_t rch = 1;
+    if (N * groups * npc < 4 * nt) rch = min64(nrb, cdiv(4 * nt, N * groups * npc));
+    const int64_t rcs = cdiv(nrb, rch);
+    rch = cdiv(nrb, rcs);
+    const int64_t items = N * groups * npc * rch;
+
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t it = 0; it < items; ++it) {
+        /* row chunk outermost: a static split gives each thread whole row chunks */
+        const int64_t rc = it / (N * groups * npc), pc = it % npc, ng = it / npc % (N * groups);
+        const int64_t g = ng % groups, n = ng / groups;
+        const float *xg = x + (n * C + g * Cg) * HW, *wg = w + g * Kg * Cg;
+        float *yg = y + (n * K + g * Kg) * HW;
+        const float *bg = bias ? bias + g * Kg : NULL;
+        const int64_t i0 = rc * rcs * OR, i1 = min64(Kg, (rc + 1) * rcs * OR);
+        const int64_t j0 = pc * pcj * OC, j1 = min64(HW, (pc + 1) * pcj * OC);
+        for (int64_t k0 = 0; k0 < Cg; k0 += OKC) {
+            const int64_t kc = min64(OKC, Cg - k0);
+            for (int64_t j = j0; j < j1; j += OC) {
+                const int64_t npx = min64(OC, j1 - j);
+                for (int64_t i = i0; i < i1; i += OR) {
+                    const int64_t nrow = min64(OR, i1 - i);
+                    const float *a[OR];
+                    for (int r = 0; r < OR; ++r) a[r] = wg + (i + (r < nrow ? r : 0)) * Cg + k0;
+                    ukr(kc, a, xg + k0 * HW + j, HW, npx, yg + i * HW + j, HW, nrow, k0 == 0,
+                        k0 + kc >= Cg, bg ? bg + i : NULL, relu);
+                }
+            }
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,193 @@
+"""Every C conv2d algorithm, forced, against the spec; and the "auto" choice per named layer.
+
+``fastconv.backends.c.conv2d(..., algorithm=...)`` forces one of csrc/conv.c's algorithms
+(the public ``fastconv.conv2d`` always runs "auto"). The grid hits ragged edges of every
+tile: pixel counts not multiples of 6 / 16, output channels not multiples of 6 / 16,
+asymmetric padding, strides, dilation, groups, bias / no bias, ReLU / none. Small shapes use
+the naive backend (the spec); larger ones a float64 NumPy reference.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastconv import _checks
+from fastconv.backends import naive
+
+from helpers import assert_close, case_seed, rand
+
+c = pytest.importorskip("fastconv.backends.c")
+
+ALGOS = [a for a in c.CONV_ALGORITHMS]
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+GRID = [
+    (1, 3, 9, 11, 7, 3, 3, 1, (1, 2, 0, 1), 1, 1),   # asymmetric pads, K < 16
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1, 1),            # LeNet conv2, 2 images
+    (1, 1, 12, 12, 6, 5, 5, 1, 0, 1, 1),             # LeNet conv1-like, C = 1
+    (1, 8, 10, 9, 20, 3, 3, 2, 1, 1, 2),             # stride 2, groups 2
+    (2, 5, 7, 7, 13, 1, 1, 1, 0, 1, 1),              # 1x1, 49 pixels, K = 13
+    (1, 16, 5, 6, 6, 1, 1, 1, 0, 1, 2),              # 1x1 grouped
+    (1, 4, 9, 9, 6, 3, 3, 1, 2, 2, 1),               # dilation 2
+    (1, 4, 8, 8, 4, 3, 3, 1, 1, 1, 4),               # depthwise
+    (1, 3, 23, 23, 17, 11, 11, 4, 0, 1, 1),          # AlexNet conv1-like, stride 4
+    (3, 7, 5, 17, 33, 3, 3, 1, 1, 1, 1),             # odd H/W, K = 33
+    (1, 7, 13, 13, 12, 3, 1, (2, 1), (0, 0, 3, 1), 1, 1),  # non-square kernel/stride, pads at end
+]
+BIG = [
+    (1, 40, 13, 13, 50, 3, 3, 1, 1, 1, 2),
+    (1, 300, 6, 5, 37, 1, 1, 1, 0, 1, 1),            # 1x1, reduction > 256 (chunked)
+    (2, 33, 19, 21, 70, 3, 3, 1, 1, 1, 1),
+    (1, 130, 29, 27, 131, 3, 3, 1, (1, 0, 2, 1), 1, 1),  # winograd by auto, odd P/Q
+]
+
+
+def _ref64(x, w, b, p, activation):
+    """float64 im2col reference (independent of the C code)."""
+    x = x.astype(np.float64)
+    w = w.astype(np.float64)
+    xp = np.pad(x, ((0, 0), (0, 0), (p.pad_top, p.pad_bottom), (p.pad_left, p.pad_right)))
+    Cg, Kg = p.C // p.groups, p.K // p.groups
+    y = np.zeros((p.N, p.K, p.P, p.Q))
+    for g in range(p.groups):
+        for r in range(p.R):
+            for s in range(p.S):
+                h0, w0 = r * p.dil_h, s * p.dil_w
+                win = xp[:, g * Cg:(g + 1) * Cg, h0:h0 + (p.P - 1) * p.stride_h + 1:p.stride_h,
+                         w0:w0 + (p.Q - 1) * p.stride_w + 1:p.stride_w]
+                y[:, g * Kg:(g + 1) * Kg] += np.einsum("nchw,kc->nkhw", win,
+                                                       w[g * Kg:(g + 1) * Kg, :, r, s])
+    if b is not None:
+        y += b[None, :, None, None]
+    if activation == "relu":
+        y = np.maximum(y, 0)
+    return y
+
+
+def _case(shape, bias, activation):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = shape
+    seed = case_seed(f"{shape}{bias}{activation}")
+    x = rand((N, C, H, W), seed)
+    w = rand((K, C // groups, R, S), seed + 1)
+    b = rand((K,), seed + 2) if bias else None
+    p = _checks.check_conv2d(x, w, b, stride, padding, dilation, groups)
+    return x, w, b, p
+
+
+def _supported(algo, p):
+    return bool(c.lib.fc_conv2d_supports(c.CONV_ALGORITHMS[algo], *c._shape(p)))
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", GRID, ids=str)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_forced_algorithm_matches_spec(algo, shape, bias, activation):
+    x, w, b, p = _case(shape, bias, activation)
+    if not _supported(algo, p):
+        with pytest.raises(ValueError, match="cannot run this shape"):
+            c.conv2d(x, w, b, p, activation, algo)
+        return
+    y = c.conv2d(x, w, b, p, activation, algo)
+    ref = naive.conv2d(x, w, b, p, activation)
+    assert_close(y, ref, reduction=p.C // p.groups * p.R * p.S, case=f"{algo} {shape}",
+                 dtype=np.float32)
+
+
+@pytest.mark.parametrize("shape", BIG, ids=str)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_forced_algorithm_bigger_shapes(algo, shape):
+    x, w, b, p = _case(shape, True, "relu")
+    if not _supported(algo, p):
+        pytest.skip(f"{algo} cannot run {shape}")
+    y = c.conv2d(x, w, b, p, "relu", algo)
+    assert_close(y, _ref64(x, w, b, p, "relu"), reduction=p.C // p.groups * p.R * p.S,
+                 case=f"{algo} {shape}")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_counts_agree(threads):
+    import fastconv
+
+    x, w, b, p = _case((1, 40, 13, 13, 50, 3, 3, 1, 1, 1, 2), True, "relu")
+    before = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        for algo in ALGOS:
+            if _supported(algo, p):
+                assert_close(c.conv2d(x, w, b, p, "relu", algo), _ref64(x, w, b, p, "relu"),
+                             reduction=360, case=f"{algo} {threads} threads")
+    finally:
+        fastconv.set_num_threads(before)
+
+
+def test_unknown_algorithm():
+    x, w, b, p = _case(GRID[0], True, None)
+    with pytest.raises(ValueError, match="unknown conv2d algorithm"):
+        c.conv2d(x, w, b, p, None, "fft")
+
+
+# The auto policy documented in csrc/conv.c (fc_conv2d_choose), per named layer:
+# (name, N, C, H, W, K, R, S, stride, pad, groups, algorithm)
+NAMED = [
+    ("alexnet.conv1", 1, 3, 227, 227, 96, 11, 11, 4, 0, 1, "indirect"),
+    ("alexnet.conv2", 1, 96, 27, 27, 256, 5, 5, 1, 2, 2, "indirect"),
+    ("alexnet.conv3", 1, 256, 13, 13, 384, 3, 3, 1, 1, 1, "indirect"),
+    ("alexnet.conv4", 1, 384, 13, 13, 384, 3, 3, 1, 1, 2, "indirect"),
+    ("alexnet.conv5", 1, 384, 13, 13, 256, 3, 3, 1, 1, 2, "indirect"),
+    ("vgg16.conv1_2", 1, 64, 224, 224, 64, 3, 3, 1, 1, 1, "indirect"),
+    ("vgg16.conv3_2", 1, 256, 56, 56, 256, 3, 3, 1, 1, 1, "winograd"),
+    ("vgg16.conv5_2", 1, 512, 14, 14, 512, 3, 3, 1, 1, 1, "gemm"),
+    ("resnet50.res2_1x1a", 1, 64, 56, 56, 64, 1, 1, 1, 0, 1, "gemm"),
+    ("resnet50.res2_1x1c", 1, 64, 56, 56, 256, 1, 1, 1, 0, 1, "gemm"),
+    ("resnet50.res3_1x1a", 1, 512, 28, 28, 128, 1, 1, 1, 0, 1, "1x1"),
+    ("resnet50.res4_1x1c", 1, 256, 14, 14, 1024, 1, 1, 1, 0, 1, "1x1"),
+    ("resnet50.res5_1x1a", 1, 2048, 7, 7, 512, 1, 1, 1, 0, 1, "1x1"),
+    ("lenet5.conv1.b1", 1, 1, 32, 32, 6, 5, 5, 1, 0, 1, "indirect"),
+    ("lenet5.conv2.b1", 1, 6, 14, 14, 16, 5, 5, 1, 0, 1, "indirect"),
+    ("lenet5.conv1.b64", 64, 1, 32, 32, 6, 5, 5, 1, 0, 1, "indirect"),
+    ("lenet5.conv2.b64", 64, 6, 14, 14, 16, 5, 5, 1, 0, 1, "indirect"),
+    ("depthwise3x3", 1, 32, 56, 56, 32, 3, 3, 1, 1, 32, "direct"),
+]
+
+
+@pytest.mark.parametrize("layer", NAMED, ids=lambda l: l[0])
+def test_auto_choice_per_named_layer(layer):
+    name, N, C, H, W, K, R, S, stride, pad, groups, expected = layer
+    p = _checks.check_conv2d(np.empty((N, C, H, W), np.float32),
+                             np.empty((K, C // groups, R, S), np.float32), None, stride, pad, 1,
+                             groups)
+    assert c.conv2d_choose(p) == expected, name
+
+
+_RSS_SCRIPT = r"""
+import resource, sys, numpy as np
+import fastconv
+from fastconv import _checks
+from fastconv.backends import c
+x = np.ones((8, 64, 224, 224), np.float32)
+w = np.ones((64, 64, 3, 3), np.float32) * 0.01
+p = _checks.check_conv2d(x, w, None, 1, 1, 1, 1)
+y = c.conv2d(x, w, None, p, None, "auto")  # warm-up: pages of x and y touched
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+y = None
+y = c.conv2d(x, w, None, p, None, "auto")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base, peak, x.nbytes + y.nbytes)
+"""
+
+
+def test_workspace_bounded_vgg_conv1_2_batch8():
+    """Peak RSS of VGG conv1_2 at batch 8 stays near input + output: no whole-layer im2col
+    (that alone would be 9 x 103 MB = 925 MB)."""
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True,
+                         env=dict(os.environ), timeout=300)
+    assert out.returncode == 0, out.stderr
+    base_kb, peak_kb, io_bytes = map(int, out.stdout.split())
+    # The second call may hold the old and the new y at once; its own workspace is bounded
+    # by one padded image-group (64 x 226 x 226 floats = 13 MB) plus packed weights.
+    assert peak_kb * 1024 < 1.6 * io_bytes + 64 * 2**20, (peak_kb, io_bytes)
