@@ -103,7 +103,9 @@ def test_forced_algorithm_matches_spec(algo, shape, bias, activation):
 def test_forced_algorithm_bigger_shapes(algo, shape):
     x, w, b, p = _case(shape, True, "relu")
     if not _supported(algo, p):
-        pytest.skip(f"{algo} cannot run {shape}")
+        with pytest.raises(ValueError, match="cannot run this shape"):
+            c.conv2d(x, w, b, p, "relu", algo)
+        return
     y = c.conv2d(x, w, b, p, "relu", algo)
     assert_close(y, _ref64(x, w, b, p, "relu"), reduction=p.C // p.groups * p.R * p.S,
                  case=f"{algo} {shape}")
