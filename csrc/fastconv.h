@@ -130,7 +130,7 @@ int fc_threads_for(int64_t work, int64_t min_per_thread);
    the loader pick the AVX2 clone on CPUs that have it (ifunc); OpenMP regions inside
    are cloned too. FASTCONV_ISA does not reach these, only the GEMM microkernels. */
 #if defined(__linux__) && !defined(__clang__)
-#define FC_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define FC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FC_CLONES
 #endif

@@ -60,7 +60,7 @@ fold_columns(const float *row, float *yr, int64_t Q, int64_t W, int64_t kw, int6
     }
 }
 
-static void fold_columns_any(const float *row, float *yr, int64_t Q, int64_t W, int64_t kw,
+static inline __attribute__((always_inline)) void fold_columns_any(const float *row, float *yr, int64_t Q, int64_t W, int64_t kw,
                              int64_t sw, int64_t dw, int64_t pl, int is_max)
 {
     if (sw == 1)
