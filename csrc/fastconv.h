@@ -122,7 +122,8 @@ typedef struct {
 typedef void (*fc_ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                           const fc_epi *e);
 
-/* One microkernel and its cache blocking: MC rows of A (L3), KC depth, NC columns of B (L2). */
+/* One microkernel and its cache blocking: MC rows of A (A block in L2), KC depth (B micropanel
+   in L1), NC columns of B (B block in L3). */
 typedef struct {
     int mr, nr;
     int64_t mc, kc, nc;
@@ -131,14 +132,17 @@ typedef struct {
 } fc_kernel;
 
 const fc_kernel *fc_gemm_kernel(void);
+/* Its blocking (exported through cffi, so tests can probe every block edge). */
+void fc_gemm_blocking(int *mr, int *nr, int64_t *mc, int64_t *kc, int64_t *nc);
 
 /* Floats of a fully packed A (M,K) for kernel k: ceil(M/mr)*mr*K. */
 int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K);
 /* Pack op(A) (M,K) once (e.g. conv weights) in the layout fc_gemm_run reads. */
 void fc_pack_a_full(const fc_kernel *k, int trans_a, int64_t M, int64_t K, const float *A,
                     int64_t lda, float *dst);
-/* Floats of the shared A workspace and of one thread's B workspace, for an (M,N,K) GEMM
-   (monotone in each argument, so a buffer sized for the largest call serves smaller ones). */
+/* Floats of the shared A workspace (now 0: kept for source compatibility) and of one
+   thread's workspace (its B block and its A block), for an (M,N,K) GEMM (monotone in each
+   argument, so a buffer sized for the largest call serves smaller ones). */
 int64_t fc_ws_a_size(const fc_kernel *k, int64_t M, int64_t K);
 int64_t fc_ws_b_size(const fc_kernel *k, int64_t N, int64_t K);
 
@@ -155,8 +159,9 @@ typedef struct {
 } fc_gemm_args;
 
 /* Run one GEMM with nthreads threads (1: serial, no parallel region is opened).
-   ws_a: fc_ws_a_size floats (unused when g->Ap); ws_b: nthreads * fc_ws_b_size floats,
-   thread t using ws_b + t * fc_ws_b_size(k, g->N, g->K).
+   ws_a: unused (may be NULL; each thread packs A into its own part of ws_b);
+   ws_b: nthreads * fc_ws_b_size floats, thread t using ws_b + t * fc_ws_b_size(k, g->N, g->K).
+   Threads own disjoint rectangles of C (no barriers).
    Both 64-byte aligned. */
 void fc_gemm_run(const fc_gemm_args *g, const fc_kernel *k, float *ws_a, float *ws_b,
                  int nthreads);

@@ -2,24 +2,34 @@
  *
  * Variants inside, and why:
  *   ukr_avx512_12x32  12 rows x 32 cols (2 zmm per row, 24 accumulators, broadcast FMA):
- *                     AVX-512 CPUs; MC/KC/NC sized for 48 KiB L1d / 2 MiB L2.
- *   ukr_avx2_6x16     6 x 16 (2 ymm per row, 12 accumulators): every AVX2+FMA CPU;
- *                     blocking of BLIS's haswell sgemm (KC 256, B block ~192 KiB in L2).
+ *                     AVX-512 CPUs; MC/KC/NC sized for 48 KiB L1d / 2 MiB L2 (not run here:
+ *                     built and checked for spills only).
+ *   ukr_avx2_6x16     6 x 16 (2 ymm per row, 12 accumulators), BLIS haswell's shape: every
+ *                     AVX2+FMA CPU. Its k loop (unrolled by 4, A prefetched) is inline asm
+ *                     because 12 accumulators + 2 B vectors + 1 broadcast use all 16 ymm and
+ *                     GCC spilled accumulators to the stack from the C version; the C tile is
+ *                     prefetched at entry. Blocking tuned on Zen 3 (32 KiB L1d, 512 KiB L2):
+ *                     KC 256 (B micropanel 16 KiB in L1), MC 144 (A block 144 KiB in L2),
+ *                     NC 2048 (B block 2 MiB in L3).
  *   ukr_generic_4x8   plain C: any CPU, and the reference path (FASTCONV_ISA=generic).
  * The microkernel is picked once at run time (fc_isa: __builtin_cpu_supports, FASTCONV_ISA).
  *
- * Loop nest (row-major C = A B; vectors run along N, A values are broadcast):
- *   for ic in M step MC          A block (MC x KC) packed into MR-row panels  (L3, shared)
+ * Loop nest (row-major C = A B; vectors run along N, A values are broadcast), BLIS order:
+ *   for jc in N step NC
  *     for pc in K step KC
- *       pack A[ic.., pc..]                                        (threads split the panels)
- *       for each (jc block of N, ir range) work item              (threads split the items)
- *         pack B[pc.., jc..] into NR-column panels                (per thread, L2)
- *         for ir in MR panels: for jr in NR panels: microkernel   (A panel stays in L1)
+ *       pack B[pc.., jc..] into NR-column panels                  (B block, L3)
+ *       for ic in M step MC
+ *         pack A[ic.., pc..] into MR-row panels (or index fc_pack_a_full's output)  (L2)
+ *         for jr in NR panels: for ir in MR panels: microkernel   (B micropanel stays in L1)
  * beta is applied at the first KC block only; bias+ReLU (the conv epilogue) at the last.
  * Edge tiles (M % MR, N % NR) run the full microkernel into a stack tile, then copy the
  * valid part through the same epilogue, so the microkernels have no edge code.
- * Parallelism: one OpenMP region per GEMM, threads split work by id (no worksharing
- * constructs), so fc_gemm_run(..., nthreads=1) is safe inside someone else's region.
+ * Parallelism: one OpenMP region per GEMM; C is cut into a pm x pn grid of rectangles
+ * (pm * pn = threads, pm and pn chosen for the smallest per-thread M/pm + N/pn, in whole
+ * MR / NR panels), and each thread runs the loop nest above on its own rectangle with its
+ * own workspace: no barriers, no worksharing constructs, so fc_gemm_run(..., nthreads=1) is
+ * safe inside someone else's region. (Each thread packs the A rows / B columns it needs, so
+ * a 2 x 1 grid packs B twice, in parallel; that costs less than a barrier per block.)
  */
 #include "fastconv.h"
 
@@ -32,6 +42,11 @@
 
 #define MAX_MR 12
 #define MAX_NR 32
+#ifndef FC_PF_A
+#define FC_PF_A 384 /* bytes ahead on the A micropanel stream (16 k-steps of 6 rows) */
+#endif
+#define FC_STR_(x) #x
+#define FC_STR(x) FC_STR_(x)
 
 static inline float epi_apply(float acc, const float *c, const fc_epi *e, int64_t row)
 {
@@ -57,38 +72,160 @@ static void ukr_generic_4x8(int64_t kc, const float *a, const float *b, float *c
 }
 
 #if FC_X86
-/* a (kc,6), b (kc,16) -> c (6,16) */
+/* Epilogue of one 8-float vector of a tile row (alpha, beta, bias, relu read once by the caller). */
+#define FC_EPI_V(V, CP, BIAS_I)                                                              \
+    do {                                                                                  \
+        __m256 v_ = (V);                                                                  \
+        if (!alpha_one) v_ = _mm256_mul_ps(alpha, v_);                                    \
+        if (has_beta) v_ = _mm256_fmadd_ps(beta, _mm256_loadu_ps(CP), v_);               \
+        if (bias) v_ = _mm256_add_ps(v_, _mm256_set1_ps(BIAS_I));                          \
+        /* max(0, v) keeps a NaN v (second operand); + 0 turns -0 into +0 */              \
+        if (relu) v_ = _mm256_add_ps(_mm256_max_ps(_mm256_setzero_ps(), v_),               \
+                                     _mm256_setzero_ps());                                 \
+        _mm256_storeu_ps((CP), v_);                                                       \
+    } while (0)
+
+/* a (kc,6), b (kc,16) -> c (6,16). k unrolled by 4; the C tile is prefetched at entry so its
+   misses overlap the k loop, and b (the stream from L2) is prefetched ~8 k-steps ahead. */
 FC_TARGET_AVX2 static void ukr_avx2_6x16(int64_t kc, const float *a, const float *b, float *c,
                                          int64_t ldc, const fc_epi *e)
 {
-    __m256 acc[6][2];
-#pragma GCC unroll 6
-    for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kc; ++k, a += 6, b += 16) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-#pragma GCC unroll 6
-        for (int i = 0; i < 6; ++i) {
-            __m256 ai = _mm256_broadcast_ss(a + i);
-            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-        }
-    }
-    const __m256 alpha = _mm256_set1_ps(e->alpha), beta = _mm256_set1_ps(e->beta);
-    const __m256 zero = _mm256_setzero_ps();
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 6
     for (int i = 0; i < 6; ++i) {
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-            float *cp = c + i * ldc + 8 * h;
-            __m256 v = _mm256_mul_ps(alpha, acc[i][h]);
-            if (e->beta != 0.0f) v = _mm256_fmadd_ps(beta, _mm256_loadu_ps(cp), v);
-            if (e->bias) v = _mm256_add_ps(v, _mm256_set1_ps(e->bias[i]));
-            /* max(0, v) keeps a NaN v (second operand); + 0 turns -0 into +0 */
-            if (e->relu) v = _mm256_add_ps(_mm256_max_ps(zero, v), zero);
-            _mm256_storeu_ps(cp, v);
-        }
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
     }
+    /* k loop, unrolled by 4, in asm: exactly 12 accumulators + 2 B vectors + 1 broadcast
+       = 16 ymm, which GCC's allocator spilled (2 accumulators on the stack) from C. */
+    int64_t k4 = kc / 4;
+    if (k4 > 0) {
+        __asm__ volatile(
+            "1:\n\t"
+            "prefetcht0 " FC_STR(FC_PF_A) "(%[a])\n\t"
+            "prefetcht0 " FC_STR(FC_PF_A) "+64(%[a])\n\t"
+            "vmovaps 0(%[b]), %%ymm14\n\t"
+            "vmovaps 32(%[b]), %%ymm15\n\t"
+            "vbroadcastss 0(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c00]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c01]\n\t"
+            "vbroadcastss 4(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c10]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c11]\n\t"
+            "vbroadcastss 8(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c20]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c21]\n\t"
+            "vbroadcastss 12(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c30]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c31]\n\t"
+            "vbroadcastss 16(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c40]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c41]\n\t"
+            "vbroadcastss 20(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c50]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c51]\n\t"
+            "vmovaps 64(%[b]), %%ymm14\n\t"
+            "vmovaps 96(%[b]), %%ymm15\n\t"
+            "vbroadcastss 24(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c00]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c01]\n\t"
+            "vbroadcastss 28(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c10]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c11]\n\t"
+            "vbroadcastss 32(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c20]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c21]\n\t"
+            "vbroadcastss 36(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c30]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c31]\n\t"
+            "vbroadcastss 40(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c40]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c41]\n\t"
+            "vbroadcastss 44(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c50]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c51]\n\t"
+            "vmovaps 128(%[b]), %%ymm14\n\t"
+            "vmovaps 160(%[b]), %%ymm15\n\t"
+            "vbroadcastss 48(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c00]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c01]\n\t"
+            "vbroadcastss 52(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c10]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c11]\n\t"
+            "vbroadcastss 56(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c20]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c21]\n\t"
+            "vbroadcastss 60(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c30]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c31]\n\t"
+            "vbroadcastss 64(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c40]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c41]\n\t"
+            "vbroadcastss 68(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c50]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c51]\n\t"
+            "vmovaps 192(%[b]), %%ymm14\n\t"
+            "vmovaps 224(%[b]), %%ymm15\n\t"
+            "vbroadcastss 72(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c00]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c01]\n\t"
+            "vbroadcastss 76(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c10]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c11]\n\t"
+            "vbroadcastss 80(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c20]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c21]\n\t"
+            "vbroadcastss 84(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c30]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c31]\n\t"
+            "vbroadcastss 88(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c40]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c41]\n\t"
+            "vbroadcastss 92(%[a]), %%ymm13\n\t"
+            "vfmadd231ps %%ymm14, %%ymm13, %[c50]\n\t"
+            "vfmadd231ps %%ymm15, %%ymm13, %[c51]\n\t"
+            "addq $96, %[a]\n\t"
+            "addq $256, %[b]\n\t"
+            "decq %[n]\n\t"
+            "jnz 1b\n\t"
+            : [a] "+r"(a), [b] "+r"(b), [n] "+r"(k4),
+              [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20), [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41), [c50] "+x"(c50), [c51] "+x"(c51)
+            :
+            : "xmm13", "xmm14", "xmm15", "cc", "memory");
+    }
+    for (int64_t k = kc % 4; k > 0; --k, a += 6, b += 16) {
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 ai = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
+        ai = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
+        ai = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
+        ai = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
+        ai = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
+        ai = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
+    }
+    const float *bias = e->bias;
+    const int relu = e->relu, has_beta = e->beta != 0.0f, alpha_one = e->alpha == 1.0f;
+    const __m256 alpha = _mm256_set1_ps(e->alpha), beta = _mm256_set1_ps(e->beta);
+    FC_EPI_V(c00, c, bias ? bias[0] : 0.0f);
+    FC_EPI_V(c01, c + 8, bias ? bias[0] : 0.0f);
+    FC_EPI_V(c10, c + ldc, bias ? bias[1] : 0.0f);
+    FC_EPI_V(c11, c + ldc + 8, bias ? bias[1] : 0.0f);
+    FC_EPI_V(c20, c + 2 * ldc, bias ? bias[2] : 0.0f);
+    FC_EPI_V(c21, c + 2 * ldc + 8, bias ? bias[2] : 0.0f);
+    FC_EPI_V(c30, c + 3 * ldc, bias ? bias[3] : 0.0f);
+    FC_EPI_V(c31, c + 3 * ldc + 8, bias ? bias[3] : 0.0f);
+    FC_EPI_V(c40, c + 4 * ldc, bias ? bias[4] : 0.0f);
+    FC_EPI_V(c41, c + 4 * ldc + 8, bias ? bias[4] : 0.0f);
+    FC_EPI_V(c50, c + 5 * ldc, bias ? bias[5] : 0.0f);
+    FC_EPI_V(c51, c + 5 * ldc + 8, bias ? bias[5] : 0.0f);
 }
+#undef FC_EPI_V
 
 /* a (kc,12), b (kc,32) -> c (12,32) */
 FC_TARGET_AVX512 static void ukr_avx512_12x32(int64_t kc, const float *a, const float *b,
@@ -124,14 +261,27 @@ FC_TARGET_AVX512 static void ukr_avx512_12x32(int64_t kc, const float *a, const 
 #endif
 
 /* MC multiple of MR, NC multiple of NR; NC here is the per-thread B block (L2). */
-static const fc_kernel k_generic = {4, 8, 512, 256, 128, ukr_generic_4x8, "generic"};
+static const fc_kernel k_generic = {4, 8, 128, 256, 1024, ukr_generic_4x8, "generic"};
 #if FC_X86
-static const fc_kernel k_avx2 = {6, 16, 4080, 256, 192, ukr_avx2_6x16, "avx2"};
-static const fc_kernel k_avx512 = {12, 32, 3072, 384, 480, ukr_avx512_12x32, "avx512"};
+static const fc_kernel k_avx2 = {6, 16, 144, 256, 2048, ukr_avx2_6x16, "avx2"};
+static const fc_kernel k_avx512 = {12, 32, 480, 384, 3072, ukr_avx512_12x32, "avx512"};
+#endif
+
+#ifdef FC_GEMM_TUNE /* dev only: FASTCONV_GEMM_BLOCK=mc,kc,nc overrides the avx2 blocking */
+#include <stdio.h>
+static fc_kernel k_tune;
 #endif
 
 const fc_kernel *fc_gemm_kernel(void)
 {
+#ifdef FC_GEMM_TUNE
+    const char *ov = getenv("FASTCONV_GEMM_BLOCK");
+    if (ov && fc_isa() == FC_ISA_AVX2) {
+        k_tune = k_avx2;
+        sscanf(ov, "%ld,%ld,%ld", &k_tune.mc, &k_tune.kc, &k_tune.nc);
+        return &k_tune;
+    }
+#endif
 #if FC_X86
     switch (fc_isa()) {
     case FC_ISA_AVX512: return &k_avx512;
@@ -155,13 +305,18 @@ void fc_free(void *p) { free(p); }
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* No shared A workspace any more (kept for source compatibility): each thread packs its A
+   blocks into its own workspace, after its B block. */
 int64_t fc_ws_a_size(const fc_kernel *k, int64_t M, int64_t K)
 {
-    return min64(k->mc, round_up(M, k->mr)) * min64(k->kc, K);
+    (void)k, (void)M, (void)K;
+    return 0;
 }
+/* One thread: B block (KC x NC, 64-byte padded) + A block (MC x KC). */
 int64_t fc_ws_b_size(const fc_kernel *k, int64_t N, int64_t K)
 {
-    return min64(k->nc, round_up(N, k->nr)) * min64(k->kc, K);
+    int64_t kc = min64(k->kc, K);
+    return round_up(min64(k->nc, round_up(N, k->nr)) * kc, 16) + k->mc * kc;
 }
 int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K)
 {
@@ -234,23 +389,25 @@ void fc_pack_a_full(const fc_kernel *k, int trans_a, int64_t M, int64_t K, const
 
 /* ------------------------------------------------------------------ macro kernel */
 
-/* Rows [ir0, ir1) (multiples of MR, relative to the A block) x columns of the packed B block. */
+/* The packed A block (mc rows, MR panels) x the packed B block (nc columns, NR panels) ->
+   C (mc, nc). jr outer, ir inner: one B micropanel (kc x NR) stays in L1 while the A block
+   (L2) streams past it. */
 static void macro_kernel(const fc_kernel *kr, int64_t kc, int64_t mc, int64_t nc,
                          const float *Ablk, const float *Bblk, float *C, int64_t ldc,
-                         const fc_epi *e, int64_t ir0, int64_t ir1)
+                         const fc_epi *e)
 {
     const int mr = kr->mr, nr = kr->nr;
     float tile[MAX_MR * MAX_NR] __attribute__((aligned(64)));
     static const fc_epi raw = {1.0f, 0.0f, NULL, 0};
-    for (int64_t ir = ir0; ir < ir1; ir += mr) {
-        const float *a = Ablk + ir * kc;
-        int64_t rows = min64(mr, mc - ir);
-        fc_epi ei = *e;
-        if (ei.bias) ei.bias += ir;
-        for (int64_t jr = 0; jr < nc; jr += nr) {
-            const float *b = Bblk + jr * kc;
+    for (int64_t jr = 0; jr < nc; jr += nr) {
+        const float *b = Bblk + jr * kc;
+        int64_t cols = min64(nr, nc - jr);
+        for (int64_t ir = 0; ir < mc; ir += mr) {
+            const float *a = Ablk + ir * kc;
             float *c = C + ir * ldc + jr;
-            int64_t cols = min64(nr, nc - jr);
+            int64_t rows = min64(mr, mc - ir);
+            fc_epi ei = *e;
+            if (ei.bias) ei.bias += ir;
             if (rows == mr && cols == nr) {
                 kr->ukr(kc, a, b, c, ldc, &ei);
             } else {
@@ -263,70 +420,82 @@ static void macro_kernel(const fc_kernel *kr, int64_t kc, int64_t mc, int64_t nc
     }
 }
 
-/* The body every thread of one GEMM runs; tid/nth split the work, barriers only if nth > 1. */
-static void gemm_thread(const fc_gemm_args *g, const fc_kernel *kr, float *ws_a, float *ws_b,
-                        int tid, int nth)
+/* C[i0:i1, j0:j1] of the GEMM, by one thread with its own workspace ws (fc_ws_b_size floats):
+   for jc (NC): for pc (KC): pack B block; for ic (MC): pack A block (or index g->Ap); macro.
+   i0 is a multiple of MR (so it starts a panel of g->Ap), and i1 is M or a multiple of MR. */
+static void gemm_part(const fc_gemm_args *g, const fc_kernel *kr, float *ws, int64_t i0,
+                      int64_t i1, int64_t j0, int64_t j1)
 {
-    const int mr = kr->mr, nr = kr->nr;
-    const int64_t M = g->M, N = g->N, K = g->K;
-    const int64_t Mp = round_up(M, mr);
-    float *bbuf = ws_b + (int64_t)tid * fc_ws_b_size(kr, N, K);
-
-    /* Column blocks: a multiple of nth of them when N allows, each <= NC and a multiple of NR.
-       With fewer column blocks than threads, each block's rows are split too. */
-    int64_t nblk = (N + kr->nc - 1) / kr->nc;
-    if (nth > 1) nblk = round_up(nblk, nth);
-    int64_t ncb = round_up((N + nblk - 1) / nblk, nr);
-    nblk = (N + ncb - 1) / ncb;
-    int64_t msplit = nblk >= nth ? 1 : (nth + nblk - 1) / nblk;
-
-    for (int64_t ic = 0; ic < M; ic += kr->mc) {
-        int64_t mc = min64(kr->mc, M - ic);
-        int64_t npan = (mc + mr - 1) / mr;
+    const int mr = kr->mr;
+    const int64_t K = g->K, Mp = round_up(g->M, mr);
+    float *bbuf = ws, *abuf = ws + round_up(min64(kr->nc, round_up(g->N, kr->nr)) *
+                                            min64(kr->kc, K), 16);
+    for (int64_t jc = j0; jc < j1; jc += kr->nc) {
+        int64_t nc = min64(kr->nc, j1 - jc);
         for (int64_t pc = 0; pc < K; pc += kr->kc) {
             int64_t kc = min64(kr->kc, K - pc);
-            const float *Ablk;
-            if (g->Ap) {
-                Ablk = g->Ap + pc * Mp + ic * kc;
-            } else {
-                int64_t p0 = npan * tid / nth, p1 = npan * (tid + 1) / nth;
-                pack_a(kr, g->trans_a, g->A, g->lda, M, ic, pc, kc, p0, p1, ws_a);
-                if (nth > 1) {
-#pragma omp barrier
+            pack_b(kr, g->trans_b, g->B, g->ldb, pc, kc, jc, nc, bbuf);
+            const int last = pc + kc >= K;
+            for (int64_t ic = i0; ic < i1; ic += kr->mc) {
+                int64_t mc = min64(kr->mc, i1 - ic);
+                const float *Ablk;
+                if (g->Ap) {
+                    Ablk = g->Ap + pc * Mp + ic * kc;
+                } else {
+                    pack_a(kr, g->trans_a, g->A, g->lda, g->M, ic, pc, kc, 0,
+                           (mc + mr - 1) / mr, abuf);
+                    Ablk = abuf;
                 }
-                Ablk = ws_a;
-            }
-            fc_epi e = {g->alpha, pc == 0 ? g->beta : 1.0f,
-                        pc + kc >= K && g->bias ? g->bias + ic : NULL, pc + kc >= K && g->relu};
-            int64_t packed_jc = -1;
-            for (int64_t item = tid; item < nblk * msplit; item += nth) {
-                int64_t jb = item / msplit, ms = item % msplit;
-                int64_t jc = jb * ncb, nc = min64(ncb, N - jc);
-                int64_t ir0 = npan * ms / msplit * mr, ir1 = npan * (ms + 1) / msplit * mr;
-                if (ir0 >= ir1) continue;
-                if (packed_jc != jc) {
-                    pack_b(kr, g->trans_b, g->B, g->ldb, pc, kc, jc, nc, bbuf);
-                    packed_jc = jc;
-                }
-                macro_kernel(kr, kc, mc, nc, Ablk, bbuf, g->C + ic * g->ldc + jc, g->ldc, &e,
-                             ir0, ir1);
-            }
-            if (nth > 1 && !g->Ap) { /* the shared A block is repacked next round */
-#pragma omp barrier
+                fc_epi e = {g->alpha, pc == 0 ? g->beta : 1.0f,
+                            last && g->bias ? g->bias + ic : NULL, last && g->relu};
+                macro_kernel(kr, kc, mc, nc, Ablk, bbuf, g->C + ic * g->ldc + jc, g->ldc, &e);
             }
         }
     }
 }
 
+/* Thread grid pm x pn = nth for an (M, N) output: the factorisation with the smallest
+   per-thread tile perimeter M/pm + N/pn (the packing traffic), so square problems split
+   both ways and skinny ones split along their long side only. */
+static void thread_grid(int64_t M, int64_t N, int nth, int *pm, int *pn)
+{
+    double best = -1.0;
+    for (int d = 1; d <= nth; ++d) {
+        if (nth % d) continue;
+        double cost = (double)M / d + (double)N / (nth / d);
+        if (best < 0.0 || cost < best) {
+            best = cost;
+            *pm = d;
+            *pn = nth / d;
+        }
+    }
+}
+
+/* The body every thread of one GEMM runs: its own rectangle of C, no barriers. */
+static void gemm_thread(const fc_gemm_args *g, const fc_kernel *kr, float *ws_b, int tid,
+                        int nth)
+{
+    const int mr = kr->mr, nr = kr->nr;
+    int pm = 1, pn = 1;
+    thread_grid(g->M, g->N, nth, &pm, &pn);
+    const int tm = tid / pn, tn = tid % pn;
+    const int64_t mpan = (g->M + mr - 1) / mr, npan = (g->N + nr - 1) / nr;
+    int64_t i0 = mpan * tm / pm * mr, i1 = min64(g->M, mpan * (tm + 1) / pm * mr);
+    int64_t j0 = npan * tn / pn * nr, j1 = min64(g->N, npan * (tn + 1) / pn * nr);
+    if (i0 >= i1 || j0 >= j1) return;
+    gemm_part(g, kr, ws_b + (int64_t)tid * fc_ws_b_size(kr, g->N, g->K), i0, i1, j0, j1);
+}
+
 void fc_gemm_run(const fc_gemm_args *g, const fc_kernel *kr, float *ws_a, float *ws_b,
                  int nthreads)
 {
+    (void)ws_a; /* each thread packs A into its own part of ws_b */
     if (nthreads <= 1) {
-        gemm_thread(g, kr, ws_a, ws_b, 0, 1);
+        gemm_thread(g, kr, ws_b, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nthreads)
-    gemm_thread(g, kr, ws_a, ws_b, fc_omp_thread_num(), fc_omp_num_threads());
+    gemm_thread(g, kr, ws_b, fc_omp_thread_num(), fc_omp_num_threads());
 }
 
 /* ------------------------------------------------------------------ entry points */
@@ -347,11 +516,9 @@ static int sgemm_impl(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     }
     fc_gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, lda, NULL, B, ldb,
                       C, ldc, bias, relu};
-    float *wa = fc_alloc_floats(fc_ws_a_size(kr, M, K));
     float *wb = fc_alloc_floats(fc_ws_b_size(kr, N, K) * nt);
-    int rc = wa && wb ? 0 : -1;
-    if (rc == 0) fc_gemm_run(&g, kr, wa, wb, nt);
-    fc_free(wa);
+    int rc = wb ? 0 : -1;
+    if (rc == 0) fc_gemm_run(&g, kr, NULL, wb, nt);
     fc_free(wb);
     return rc;
 }
@@ -380,4 +547,15 @@ int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
 {
     return sgemm_impl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                       bias_rows, relu, 0);
+}
+
+/* The blocking of the GEMM kernel in use (for tests that probe every block edge). */
+void fc_gemm_blocking(int *mr, int *nr, int64_t *mc, int64_t *kc, int64_t *nc)
+{
+    const fc_kernel *k = fc_gemm_kernel();
+    *mr = k->mr;
+    *nr = k->nr;
+    *mc = k->mc;
+    *kc = k->kc;
+    *nc = k->nc;
 }
