@@ -350,6 +350,39 @@ static void pack_a(const fc_kernel *kr, int trans_a, const float *A, int64_t lda
     }
 }
 
+#if FC_X86
+/* 8 rows of s (row stride lds), k = 0 .. kc -> d[k * ldd + 0..7] (8 columns of a B panel). */
+FC_TARGET_AVX2 static void pack_bt8_avx2(const float *s, int64_t lds, int64_t kc, float *d,
+                                         int64_t ldd)
+{
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r0 = _mm256_loadu_ps(s + k), r1 = _mm256_loadu_ps(s + lds + k);
+        __m256 r2 = _mm256_loadu_ps(s + 2 * lds + k), r3 = _mm256_loadu_ps(s + 3 * lds + k);
+        __m256 r4 = _mm256_loadu_ps(s + 4 * lds + k), r5 = _mm256_loadu_ps(s + 5 * lds + k);
+        __m256 r6 = _mm256_loadu_ps(s + 6 * lds + k), r7 = _mm256_loadu_ps(s + 7 * lds + k);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        _mm256_storeu_ps(d + (k + 0) * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + (k + 1) * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + (k + 2) * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + (k + 3) * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + (k + 4) * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + (k + 5) * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + (k + 6) * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + (k + 7) * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < kc; ++k)
+        for (int j = 0; j < 8; ++j) d[k * ldd + j] = s[j * lds + k];
+}
+#endif
+
 /* op(B)[k0 .. k0+kc, j0 .. j0+nc) -> NR-column panels, each kc x NR (k-major), zero cols past nc. */
 static void pack_b(const fc_kernel *kr, int trans_b, const float *B, int64_t ldb, int64_t k0,
                    int64_t kc, int64_t j0, int64_t nc, float *dst)
@@ -365,7 +398,13 @@ static void pack_b(const fc_kernel *kr, int trans_b, const float *B, int64_t ldb
                 for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
             }
         } else {
-            for (int64_t j = 0; j < cols; ++j) {
+            int64_t j = 0;
+#if FC_X86
+            if (fc_isa() >= FC_ISA_AVX2) /* linear's W (out, in): 8 x 8 register transposes */
+                for (; j + 8 <= cols; j += 8)
+                    pack_bt8_avx2(B + (j0 + jp + j) * ldb + k0, ldb, kc, dst + j, nr);
+#endif
+            for (; j < cols; ++j) {
                 const float *s = B + (j0 + jp + j) * ldb + k0;
                 for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = s[k];
             }
