@@ -40,6 +40,13 @@ int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc, const float *bias_rows, int relu);
 
+/* GEMV, streaming A once (memory bound: batch-1 fully connected layers, gemm with M or N 1):
+   y (M) = alpha * op(A) x + beta * y + bias; beta == 0: y not read; bias (M,) or NULL.
+   trans == 0: A is (M,K), row stride lda; trans != 0: A is stored (K,M), row stride lda, and
+   op(A) = A^T. x (K,) and y (M,) are contiguous. Parallel over blocks of y. */
+void fc_sgemv(int trans, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *x, float beta, float *y, const float *bias);
+
 /* x (N,C,H,W), w (K,C/groups,R,S), bias (K,) or NULL -> y (N,K,P,Q); relu != 0 fuses ReLU.
    Returns 0, or -1 when its workspace cannot be allocated. */
 int fc_conv2d(const float *x, const float *w, const float *bias, float *y,

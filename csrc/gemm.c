@@ -13,6 +13,8 @@
  *                     NC 2048 (B block 2 MiB in L3).
  *   ukr_generic_4x8   plain C: any CPU, and the reference path (FASTCONV_ISA=generic).
  * The microkernel is picked once at run time (fc_isa: __builtin_cpu_supports, FASTCONV_ISA).
+ *   gemv_{n,t}_{avx2,generic}  fc_sgemv, y = op(A) x: memory bound (batch-1 fully connected
+ *                     layers), so A is streamed once, 4 rows (n) or 4 k-rows (t) at a time.
  *
  * Loop nest (row-major C = A B; vectors run along N, A values are broadcast), BLIS order:
  *   for jc in N step NC
@@ -586,6 +588,181 @@ int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
 {
     return sgemm_impl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                       bias_rows, relu, 0);
+}
+
+/* ------------------------------------------------------------------ GEMV (memory bound) */
+
+/* One output: v = alpha*acc (+ beta*y unless beta == 0) (+ bias). */
+static inline float gemv_epi(float acc, float alpha, float beta, const float *y,
+                             const float *bias, int64_t i)
+{
+    float v = alpha * acc;
+    if (beta != 0.0f) v += beta * y[i];
+    if (bias) v += bias[i];
+    return v;
+}
+
+/* Rows [i0, i1) of y = A x, A (M,K) row stride lda: plain C (the compiler vectorises the
+   4-row dot products at the baseline ISA). */
+static void gemv_n_generic(int64_t i0, int64_t i1, int64_t K, float alpha, const float *A,
+                           int64_t lda, const float *x, float beta, float *y, const float *bias)
+{
+    for (int64_t i = i0; i < i1; ++i) {
+        const float *r = A + i * lda;
+        float s[8] = {0};
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8)
+            for (int j = 0; j < 8; ++j) s[j] += r[k + j] * x[k + j];
+        float acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+        for (; k < K; ++k) acc += r[k] * x[k];
+        y[i] = gemv_epi(acc, alpha, beta, y, bias, i);
+    }
+}
+
+/* Columns [j0, j1) of y = A^T x, A stored (K,M) row stride lda: a block of y accumulates
+   on the stack while the rows of A stream past, 4 at a time. */
+#define GEMV_T_BLOCK 1024
+static void gemv_t_generic(int64_t j0, int64_t j1, int64_t K, float alpha, const float *A,
+                           int64_t lda, const float *x, float beta, float *y, const float *bias)
+{
+    float acc[GEMV_T_BLOCK];
+    for (int64_t jb = j0; jb < j1; jb += GEMV_T_BLOCK) {
+        int64_t n = min64(GEMV_T_BLOCK, j1 - jb);
+        for (int64_t j = 0; j < n; ++j) acc[j] = 0.0f;
+        int64_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const float *r0 = A + k * lda + jb, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+            const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+            for (int64_t j = 0; j < n; ++j)
+                acc[j] += (x0 * r0[j] + x1 * r1[j]) + (x2 * r2[j] + x3 * r3[j]);
+        }
+        for (; k < K; ++k) {
+            const float *r0 = A + k * lda + jb, x0 = x[k];
+            for (int64_t j = 0; j < n; ++j) acc[j] += x0 * r0[j];
+        }
+        for (int64_t j = 0; j < n; ++j) y[jb + j] = gemv_epi(acc[j], alpha, beta, y, bias, jb + j);
+    }
+}
+
+#if FC_X86
+FC_TARGET_AVX2 static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* Rows [i0, i1) of y = A x: 4 rows at a time, 2 accumulators per row (16 k per step), so 8
+   independent FMA chains and 4 sequential streams of A; horizontal sums at the end. */
+FC_TARGET_AVX2 static void gemv_n_avx2(int64_t i0, int64_t i1, int64_t K, float alpha,
+                                       const float *A, int64_t lda, const float *x, float beta,
+                                       float *y, const float *bias)
+{
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const float *r0 = A + i * lda, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00;
+        __m256 s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+            s00 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + k), x0, s00);
+            s01 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + k + 8), x1, s01);
+            s10 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + k), x0, s10);
+            s11 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + k + 8), x1, s11);
+            s20 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + k), x0, s20);
+            s21 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + k + 8), x1, s21);
+            s30 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + k), x0, s30);
+            s31 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + k + 8), x1, s31);
+        }
+        if (k + 8 <= K) {
+            const __m256 x0 = _mm256_loadu_ps(x + k);
+            s00 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + k), x0, s00);
+            s10 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + k), x0, s10);
+            s20 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + k), x0, s20);
+            s30 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + k), x0, s30);
+            k += 8;
+        }
+        float t0 = hsum8(_mm256_add_ps(s00, s01)), t1 = hsum8(_mm256_add_ps(s10, s11));
+        float t2 = hsum8(_mm256_add_ps(s20, s21)), t3 = hsum8(_mm256_add_ps(s30, s31));
+        for (; k < K; ++k) {
+            t0 += r0[k] * x[k];
+            t1 += r1[k] * x[k];
+            t2 += r2[k] * x[k];
+            t3 += r3[k] * x[k];
+        }
+        y[i] = gemv_epi(t0, alpha, beta, y, bias, i);
+        y[i + 1] = gemv_epi(t1, alpha, beta, y, bias, i + 1);
+        y[i + 2] = gemv_epi(t2, alpha, beta, y, bias, i + 2);
+        y[i + 3] = gemv_epi(t3, alpha, beta, y, bias, i + 3);
+    }
+    if (i < i1) gemv_n_generic(i, i1, K, alpha, A, lda, x, beta, y, bias);
+}
+
+/* Columns [j0, j1) of y = A^T x: 4 rows of A per pass over a stack block of y. */
+FC_TARGET_AVX2 static void gemv_t_avx2(int64_t j0, int64_t j1, int64_t K, float alpha,
+                                       const float *A, int64_t lda, const float *x, float beta,
+                                       float *y, const float *bias)
+{
+    float acc[GEMV_T_BLOCK] __attribute__((aligned(32)));
+    for (int64_t jb = j0; jb < j1; jb += GEMV_T_BLOCK) {
+        int64_t n = min64(GEMV_T_BLOCK, j1 - jb), n8 = n / 8 * 8;
+        memset(acc, 0, (size_t)n * sizeof(float));
+        int64_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const float *r0 = A + k * lda + jb, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+            const __m256 x0 = _mm256_set1_ps(x[k]), x1 = _mm256_set1_ps(x[k + 1]);
+            const __m256 x2 = _mm256_set1_ps(x[k + 2]), x3 = _mm256_set1_ps(x[k + 3]);
+            int64_t j = 0;
+            for (; j < n8; j += 8) {
+                __m256 s = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r0 + j), _mm256_load_ps(acc + j));
+                __m256 u = _mm256_mul_ps(x1, _mm256_loadu_ps(r1 + j));
+                s = _mm256_fmadd_ps(x2, _mm256_loadu_ps(r2 + j), s);
+                u = _mm256_fmadd_ps(x3, _mm256_loadu_ps(r3 + j), u);
+                _mm256_store_ps(acc + j, _mm256_add_ps(s, u));
+            }
+            for (; j < n; ++j)
+                acc[j] += (x[k] * r0[j] + x[k + 1] * r1[j]) + (x[k + 2] * r2[j] + x[k + 3] * r3[j]);
+        }
+        for (; k < K; ++k) {
+            const float *r0 = A + k * lda + jb;
+            const __m256 x0 = _mm256_set1_ps(x[k]);
+            int64_t j = 0;
+            for (; j < n8; j += 8)
+                _mm256_store_ps(acc + j, _mm256_fmadd_ps(x0, _mm256_loadu_ps(r0 + j),
+                                                         _mm256_load_ps(acc + j)));
+            for (; j < n; ++j) acc[j] += x[k] * r0[j];
+        }
+        for (int64_t j = 0; j < n; ++j) y[jb + j] = gemv_epi(acc[j], alpha, beta, y, bias, jb + j);
+    }
+}
+#endif
+
+typedef void (*gemv_fn)(int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
+                        float, float *, const float *);
+
+/* trans == 0: A (M,K), trans != 0: A stored (K,M); x (K), bias (M) | NULL -> y (M) */
+void fc_sgemv(int trans, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *x, float beta, float *y, const float *bias)
+{
+    gemv_fn f = trans ? gemv_t_generic : gemv_n_generic;
+#if FC_X86
+    if (fc_isa() >= FC_ISA_AVX2) f = trans ? gemv_t_avx2 : gemv_n_avx2;
+#endif
+    /* >= 128 Ki elements of A (512 KiB) per thread, or the region costs more than it saves. */
+    int nt = fc_threads_for(M * K, 1 << 17);
+    if (nt <= 1) {
+        f(0, M, K, alpha, A, lda, x, beta, y, bias);
+        return;
+    }
+    /* Row (or column) ranges in multiples of 8, balanced. */
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = fc_omp_thread_num(), n = fc_omp_num_threads();
+        const int64_t blocks = (M + 7) / 8;
+        int64_t i0 = min64(M, blocks * t / n * 8), i1 = min64(M, blocks * (t + 1) / n * 8);
+        if (i0 < i1) f(i0, i1, K, alpha, A, lda, x, beta, y, bias);
+    }
 }
 
 /* The blocking of the GEMM kernel in use (for tests that probe every block edge). */
