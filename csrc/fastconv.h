@@ -46,6 +46,12 @@ int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
    op(A) = A^T. x (K,) and y (M,) are contiguous. Parallel over blocks of y. */
 void fc_sgemv(int trans, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
               const float *x, float beta, float *y, const float *bias);
+/* A few vectors at once (linear with a small batch): Y (nv,M) = alpha X (nv,K) A^T + beta Y
+   + bias[col]; A (M,K) row stride lda, X row stride ldx, Y row stride ldy. A is streamed once
+   per 4 vectors. */
+void fc_sgemv_multi(int64_t nv, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
+                    const float *X, int64_t ldx, float beta, float *Y, int64_t ldy,
+                    const float *bias);
 
 /* x (N,C,H,W), w (K,C/groups,R,S), bias (K,) or NULL -> y (N,K,P,Q); relu != 0 fuses ReLU.
    Returns 0, or -1 when its workspace cannot be allocated. */

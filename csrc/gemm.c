@@ -15,6 +15,8 @@
  * The microkernel is picked once at run time (fc_isa: __builtin_cpu_supports, FASTCONV_ISA).
  *   gemv_{n,t}_{avx2,generic}  fc_sgemv, y = op(A) x: memory bound (batch-1 fully connected
  *                     layers), so A is streamed once, 4 rows (n) or 4 k-rows (t) at a time.
+ *   gemv_n4_{avx2,generic}  fc_sgemv_multi, Y = X A^T for a few vectors (linear with a small
+ *                     batch): 2 rows of A x 4 vectors per pass, so A is read once per 4 rows.
  *
  * Loop nest (row-major C = A B; vectors run along N, A values are broadcast), BLIS order:
  *   for jc in N step NC
@@ -737,6 +739,103 @@ FC_TARGET_AVX2 static void gemv_t_avx2(int64_t j0, int64_t j1, int64_t K, float 
     }
 }
 #endif
+
+/* Y[v, i0:i1] = A[i0:i1] X[v] for nv <= 4 vectors X[v] (row stride ldx): A streamed once for
+   all of them. Plain C. */
+static void gemv_n4_generic(int64_t i0, int64_t i1, int64_t K, int nv, float alpha,
+                            const float *A, int64_t lda, const float *X, int64_t ldx,
+                            float beta, float *Y, int64_t ldy, const float *bias)
+{
+    for (int64_t i = i0; i < i1; ++i) {
+        const float *r = A + i * lda;
+        for (int v = 0; v < nv; ++v) {
+            const float *x = X + v * ldx;
+            float s[8] = {0};
+            int64_t k = 0;
+            for (; k + 8 <= K; k += 8)
+                for (int j = 0; j < 8; ++j) s[j] += r[k + j] * x[k + j];
+            float acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+            for (; k < K; ++k) acc += r[k] * x[k];
+            Y[v * ldy + i] = gemv_epi(acc, alpha, beta, Y + v * ldy, bias, i);
+        }
+    }
+}
+
+#if FC_X86
+/* Same, AVX2: 2 rows of A x 4 vectors = 8 accumulators (missing vectors alias X[0], their
+   sums are dropped: the loop is memory bound, the spare FMAs are free). */
+FC_TARGET_AVX2 static void gemv_n4_avx2(int64_t i0, int64_t i1, int64_t K, int nv, float alpha,
+                                        const float *A, int64_t lda, const float *X,
+                                        int64_t ldx, float beta, float *Y, int64_t ldy,
+                                        const float *bias)
+{
+    const float *x0 = X, *x1 = nv > 1 ? X + ldx : X, *x2 = nv > 2 ? X + 2 * ldx : X;
+    const float *x3 = nv > 3 ? X + 3 * ldx : X;
+    int64_t i = i0;
+    for (; i + 2 <= i1; i += 2) {
+        const float *r0 = A + i * lda, *r1 = r0 + lda;
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
+        __m256 s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8) {
+            const __m256 a0 = _mm256_loadu_ps(r0 + k), a1 = _mm256_loadu_ps(r1 + k);
+            __m256 xv = _mm256_loadu_ps(x0 + k);
+            s00 = _mm256_fmadd_ps(a0, xv, s00);
+            s10 = _mm256_fmadd_ps(a1, xv, s10);
+            xv = _mm256_loadu_ps(x1 + k);
+            s01 = _mm256_fmadd_ps(a0, xv, s01);
+            s11 = _mm256_fmadd_ps(a1, xv, s11);
+            xv = _mm256_loadu_ps(x2 + k);
+            s02 = _mm256_fmadd_ps(a0, xv, s02);
+            s12 = _mm256_fmadd_ps(a1, xv, s12);
+            xv = _mm256_loadu_ps(x3 + k);
+            s03 = _mm256_fmadd_ps(a0, xv, s03);
+            s13 = _mm256_fmadd_ps(a1, xv, s13);
+        }
+        float t[2][4] = {{hsum8(s00), hsum8(s01), hsum8(s02), hsum8(s03)},
+                         {hsum8(s10), hsum8(s11), hsum8(s12), hsum8(s13)}};
+        const float *xs[4] = {x0, x1, x2, x3};
+        for (; k < K; ++k)
+            for (int v = 0; v < 4; ++v) {
+                t[0][v] += r0[k] * xs[v][k];
+                t[1][v] += r1[k] * xs[v][k];
+            }
+        for (int v = 0; v < nv; ++v) {
+            float *y = Y + v * ldy;
+            y[i] = gemv_epi(t[0][v], alpha, beta, y, bias, i);
+            y[i + 1] = gemv_epi(t[1][v], alpha, beta, y, bias, i + 1);
+        }
+    }
+    if (i < i1) gemv_n4_generic(i, i1, K, nv, alpha, A, lda, X, ldx, beta, Y, ldy, bias);
+}
+#endif
+
+/* Y (nv, M) = alpha X (nv, K) A^T + beta Y + bias, A (M, K): groups of 4 vectors, each group
+   streams A once; parallel over blocks of 8 rows of A. */
+void fc_sgemv_multi(int64_t nv, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
+                    const float *X, int64_t ldx, float beta, float *Y, int64_t ldy,
+                    const float *bias)
+{
+    if (nv == 1) {
+        fc_sgemv(0, M, K, alpha, A, lda, X, beta, Y, bias);
+        return;
+    }
+    void (*f)(int64_t, int64_t, int64_t, int, float, const float *, int64_t, const float *,
+              int64_t, float, float *, int64_t, const float *) = gemv_n4_generic;
+#if FC_X86
+    if (fc_isa() >= FC_ISA_AVX2) f = gemv_n4_avx2;
+#endif
+    int nt = fc_threads_for(M * K, 1 << 17);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = fc_omp_thread_num(), n = nt > 1 ? fc_omp_num_threads() : 1;
+        const int64_t blocks = (M + 7) / 8;
+        int64_t i0 = min64(M, blocks * t / n * 8), i1 = min64(M, blocks * (t + 1) / n * 8);
+        for (int64_t v = 0; v < nv && i0 < i1; v += 4)
+            f(i0, i1, K, (int)min64(4, nv - v), alpha, A, lda, X + v * ldx, ldx, beta,
+              Y + v * ldy, ldy, bias);
+    }
+}
 
 typedef void (*gemv_fn)(int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
                         float, float *, const float *);

@@ -74,6 +74,9 @@ ffibuilder.cdef(
                     float *C, int64_t ldc, const float *bias_rows, int relu);
     void fc_sgemv(int trans, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *x, float beta, float *y, const float *bias);
+    void fc_sgemv_multi(int64_t nv, int64_t M, int64_t K, float alpha, const float *A,
+                        int64_t lda, const float *X, int64_t ldx, float beta, float *Y,
+                        int64_t ldy, const float *bias);
     void fc_gemm_blocking(int *mr, int *nr, int64_t *mc, int64_t *kc, int64_t *nc);
     int fc_conv2d(const float *x, const float *w, const float *bias, float *y,
                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,

@@ -107,20 +107,22 @@ def gemm(a, b, c, alpha, beta, trans_a, trans_b):
     return _gemm_any(a, b, c, alpha, beta, trans_a, trans_b)
 
 
-# linear with at most this many rows streams the weights once per row (fc_sgemv); more rows
-# go to the blocked SGEMM. Zen 3, 1 thread, FC 9216->4096 and 4096->1000: per-row GEMV wins
-# up to 3 rows (e.g. 3 rows: 19 vs 21 ms), SGEMM from 4 (25 vs 24 ms; 6 rows: 39 vs 22 ms).
-GEMV_MAX_ROWS = 3
+# linear with at most this many rows streams the weights through fc_sgemv_multi (once per 4
+# rows); more rows go to the blocked SGEMM. Zen 3, 1 thread, x (rows, 9216) @ W (4096, 9216).T:
+# rows 1: 6.4 ms (SGEMM 22, OpenBLAS 7.2); 4: 10 ms (SGEMM 23, OpenBLAS 25); 8: 18 ms
+# (SGEMM 26, OpenBLAS 31). Past 8 a third pass over W catches up with the SGEMM.
+GEMV_MAX_ROWS = 8
 
 
 def linear(x, weight, bias):
     """x (rows, in) @ weight (out, in).T + bias: the bias is broadcast into C, beta = 1.
-    Up to GEMV_MAX_ROWS rows: one fc_sgemv per row (weight streamed, bias fused)."""
+    Up to GEMV_MAX_ROWS rows: fc_sgemv_multi (weight streamed once per 4 rows, bias fused)."""
     rows = x.shape[0]
     y = _out((rows, weight.shape[0]))
     if rows <= GEMV_MAX_ROWS:
-        for r in range(rows):
-            _sgemv(0, weight, x[r], y[r], 1.0, 0.0, bias)
+        lib.fc_sgemv_multi(rows, weight.shape[0], weight.shape[1], 1.0, _p(weight),
+                           weight.shape[1], _p(x), x.shape[1], 0.0, _p(y), y.shape[1],
+                           _p(bias))
         return y
     if bias is None:
         return _sgemm(x, weight, y, 1.0, 0.0, False, True)
