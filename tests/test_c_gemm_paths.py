@@ -155,13 +155,33 @@ def test_linear_one_row_gemv(c, K, bias):
     assert_close(y, ref, reduction=K, dtype=np.float32, case=f"linear 1 row K={K}")
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5])
-def test_linear_rows_around_gemv_cutoff(c, rows):
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 10])
+@pytest.mark.parametrize("K", [13, 301])
+def test_linear_rows_around_gemv_cutoff(c, rows, K):
+    # fc_sgemv_multi up to c.GEMV_MAX_ROWS (8) rows (4 vectors per pass, 2 rows of W per
+    # step: out = 203 is odd), the SGEMM past it
     import fastconv
-    x, w, bb = rand((rows, 301), 13), rand((203, 301), 14), rand((203,), 15)
+    x, w, bb = rand((rows, K), 13), rand((203, K), 14), rand((203,), 15)
     assert_close(fastconv.linear(x, w, bb, backend="c"),
-                 x.astype(np.float64) @ w.T.astype(np.float64) + bb, reduction=301,
-                 case=f"linear rows={rows}")
+                 x.astype(np.float64) @ w.T.astype(np.float64) + bb, reduction=K,
+                 case=f"linear rows={rows} K={K}")
+
+
+@pytest.mark.parametrize("nv", [2, 3, 4, 5, 9])
+def test_sgemv_multi_direct(c, threads, nv):
+    # strided X and Y rows, beta != 0, 1 and 2 threads
+    M, K = 1031, 263
+    A, X, bias = rand((M, K), 30), rand((nv, K + 5), 31), rand((M,), 32)
+    ref = X[:, :K].astype(np.float64) @ A.T.astype(np.float64)
+    for nt in (1, 2):
+        threads(nt)
+        y0 = rand((nv, M + 3), 33)
+        y = y0.copy()
+        c.lib.fc_sgemv_multi(nv, M, K, 0.5, c._p(A), K, c._p(X), K + 5, 2.0, c._p(y), M + 3,
+                             c._p(bias))
+        assert_close(y[:, :M], 0.5 * ref + 2.0 * y0[:, :M] + bias, reduction=K,
+                     case=f"sgemv_multi nv={nv} nt={nt}")
+        np.testing.assert_array_equal(y[:, M:], y0[:, M:])
 
 
 def test_linear_gemv_leading_dims(c):
