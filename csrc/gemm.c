@@ -329,6 +329,67 @@ int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K)
 
 /* ------------------------------------------------------------------ packing */
 
+#if FC_X86
+/* r[0..7] (rows) -> r[0..7] (columns): the 8 x 8 transpose in registers. */
+FC_TARGET_AVX2 static inline void transpose8(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* 8 rows of s (row stride lds), k = 0 .. kc -> d[k * ldd + 0..7] (8 columns of a B panel). */
+FC_TARGET_AVX2 static void pack_bt8_avx2(const float *s, int64_t lds, int64_t kc, float *d,
+                                         int64_t ldd)
+{
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(s + j * lds + k);
+        transpose8(r);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + (k + j) * ldd, r[j]);
+    }
+    for (; k < kc; ++k)
+        for (int j = 0; j < 8; ++j) d[k * ldd + j] = s[j * lds + k];
+}
+
+/* 6 full rows of s (row stride lds), k = 0 .. kc -> d[k * 6 + 0..5] (one MR = 6 A panel).
+   Each k's 8-float store overlaps the next one's; the last of a group of 8 stores 4 + 2. */
+FC_TARGET_AVX2 static void pack_a6_avx2(const float *s, int64_t lds, int64_t kc, float *d)
+{
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; ++j) r[j] = _mm256_loadu_ps(s + j * lds + k);
+        r[6] = r[7] = _mm256_setzero_ps();
+        transpose8(r);
+#pragma GCC unroll 7
+        for (int j = 0; j < 7; ++j) _mm256_storeu_ps(d + (k + j) * 6, r[j]);
+        __m128 lo = _mm256_castps256_ps128(r[7]), hi = _mm256_extractf128_ps(r[7], 1);
+        _mm_storeu_ps(d + (k + 7) * 6, lo);
+        _mm_storel_pi((__m64 *)(d + (k + 7) * 6 + 4), hi);
+    }
+    for (; k < kc; ++k)
+        for (int j = 0; j < 6; ++j) d[k * 6 + j] = s[j * lds + k];
+}
+#endif
+
 /* op(A)[i0 + (panels p0..p1)*MR .., k0 .. k0+kc) -> MR-row panels, each kc x MR (k-major),
    zero rows past M. Panel p lands at dst + p*MR*kc. */
 static void pack_a(const fc_kernel *kr, int trans_a, const float *A, int64_t lda, int64_t M,
@@ -339,6 +400,12 @@ static void pack_a(const fc_kernel *kr, int trans_a, const float *A, int64_t lda
         float *d = dst + p * mr * kc;
         int64_t ib = i0 + p * mr, rows = min64(mr, M - ib);
         if (!trans_a) {
+#if FC_X86
+            if (mr == 6 && rows == 6 && fc_isa() >= FC_ISA_AVX2) {
+                pack_a6_avx2(A + ib * lda + k0, lda, kc, d);
+                continue;
+            }
+#endif
             for (int64_t i = 0; i < rows; ++i) {
                 const float *s = A + (ib + i) * lda + k0;
                 for (int64_t k = 0; k < kc; ++k) d[k * mr + i] = s[k];
@@ -354,38 +421,6 @@ static void pack_a(const fc_kernel *kr, int trans_a, const float *A, int64_t lda
     }
 }
 
-#if FC_X86
-/* 8 rows of s (row stride lds), k = 0 .. kc -> d[k * ldd + 0..7] (8 columns of a B panel). */
-FC_TARGET_AVX2 static void pack_bt8_avx2(const float *s, int64_t lds, int64_t kc, float *d,
-                                         int64_t ldd)
-{
-    int64_t k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        __m256 r0 = _mm256_loadu_ps(s + k), r1 = _mm256_loadu_ps(s + lds + k);
-        __m256 r2 = _mm256_loadu_ps(s + 2 * lds + k), r3 = _mm256_loadu_ps(s + 3 * lds + k);
-        __m256 r4 = _mm256_loadu_ps(s + 4 * lds + k), r5 = _mm256_loadu_ps(s + 5 * lds + k);
-        __m256 r6 = _mm256_loadu_ps(s + 6 * lds + k), r7 = _mm256_loadu_ps(s + 7 * lds + k);
-        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        _mm256_storeu_ps(d + (k + 0) * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(d + (k + 1) * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(d + (k + 2) * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(d + (k + 3) * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(d + (k + 4) * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(d + (k + 5) * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(d + (k + 6) * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(d + (k + 7) * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
-    }
-    for (; k < kc; ++k)
-        for (int j = 0; j < 8; ++j) d[k * ldd + j] = s[j * lds + k];
-}
-#endif
 
 /* op(B)[k0 .. k0+kc, j0 .. j0+nc) -> NR-column panels, each kc x NR (k-major), zero cols past nc. */
 static void pack_b(const fc_kernel *kr, int trans_b, const float *B, int64_t ldb, int64_t k0,
