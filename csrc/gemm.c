@@ -430,8 +430,13 @@ static void pack_b(const fc_kernel *kr, int trans_b, const float *B, int64_t ldb
     for (int64_t jp = 0; jp < nc; jp += nr, dst += nr * kc) {
         int64_t cols = min64(nr, nc - jp);
         if (!trans_b) {
+            const float *s0 = B + k0 * ldb + j0 + jp;
+            if (cols == 16 && nr == 16) { /* the avx2 panel: an inlined 64-byte copy, no call */
+                for (int64_t k = 0; k < kc; ++k) memcpy(dst + k * 16, s0 + k * ldb, 64);
+                continue;
+            }
             for (int64_t k = 0; k < kc; ++k) {
-                const float *s = B + (k0 + k) * ldb + j0 + jp;
+                const float *s = s0 + k * ldb;
                 float *d = dst + k * nr;
                 memcpy(d, s, (size_t)cols * sizeof(float));
                 for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
