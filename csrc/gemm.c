@@ -49,6 +49,9 @@
 #ifndef FC_PF_A
 #define FC_PF_A 384 /* bytes ahead on the A micropanel stream (16 k-steps of 6 rows) */
 #endif
+#ifndef FC_B_ONCE_FLOATS
+#define FC_B_ONCE_FLOATS 32768 /* B block used by one A block only: 128 KiB of L2 */
+#endif
 #define FC_STR_(x) #x
 #define FC_STR(x) FC_STR_(x)
 
@@ -513,8 +516,15 @@ static void gemm_part(const fc_gemm_args *g, const fc_kernel *kr, float *ws, int
     const int64_t K = g->K, Mp = round_up(g->M, mr);
     float *bbuf = ws, *abuf = ws + round_up(min64(kr->nc, round_up(g->N, kr->nr)) *
                                             min64(kr->kc, K), 16);
-    for (int64_t jc = j0; jc < j1; jc += kr->nc) {
-        int64_t nc = min64(kr->nc, j1 - jc);
+    /* With a single A block (conv tiles, small M) each B block is used once: keep it small
+       enough to still be in L2 when the microkernels read it back (not NC, an L3 size). */
+    int64_t ncb = kr->nc;
+    if (i1 - i0 <= kr->mc) {
+        int64_t cap = FC_B_ONCE_FLOATS / min64(kr->kc, K) / kr->nr * kr->nr;
+        ncb = min64(ncb, cap > kr->nr ? cap : kr->nr);
+    }
+    for (int64_t jc = j0; jc < j1; jc += ncb) {
+        int64_t nc = min64(ncb, j1 - jc);
         for (int64_t pc = 0; pc < K; pc += kr->kc) {
             int64_t kc = min64(kr->kc, K - pc);
             pack_b(kr, g->trans_b, g->B, g->ldb, pc, kc, jc, nc, bbuf);
