@@ -25,6 +25,10 @@
  *       for ic in M step MC
  *         pack A[ic.., pc..] into MR-row panels (or index fc_pack_a_full's output)  (L2)
  *         for jr in NR panels: for ir in MR panels: microkernel   (B micropanel stays in L1)
+ * With a single A block (M <= MC: conv tiles, skinny GEMMs) a B block is used once, so its
+ * width is capped at FC_B_ONCE_FLOATS / KC (128 KiB) to be read back from L2, not L3.
+ * Packing: full 6-row A panels and transposed B (linear's weights) use AVX2 8x8 register
+ * transposes; the rest is scalar.
  * beta is applied at the first KC block only; bias+ReLU (the conv epilogue) at the last.
  * Edge tiles (M % MR, N % NR) run the full microkernel into a stack tile, then copy the
  * valid part through the same epilogue, so the microkernels have no edge code.
