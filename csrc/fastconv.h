@@ -42,6 +42,19 @@ int fc_sgemm_serial(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, f
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                      float *C, int64_t ldc, const float *bias_rows, int relu);
 
+/* GEMV, streaming A once (memory bound: batch-1 fully connected layers, gemm with M or N 1):
+   y (M) = alpha * op(A) x + beta * y + bias; beta == 0: y not read; bias (M,) or NULL.
+   trans == 0: A is (M,K), row stride lda; trans != 0: A is stored (K,M), row stride lda, and
+   op(A) = A^T. x (K,) and y (M,) are contiguous. Parallel over blocks of y. */
+void fc_sgemv(int trans, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *x, float beta, float *y, const float *bias);
+/* A few vectors at once (linear with a small batch): Y (nv,M) = alpha X (nv,K) A^T + beta Y
+   + bias[col]; A (M,K) row stride lda, X row stride ldx, Y row stride ldy. A is streamed once
+   per 4 vectors. */
+void fc_sgemv_multi(int64_t nv, int64_t M, int64_t K, float alpha, const float *A, int64_t lda,
+                    const float *X, int64_t ldx, float beta, float *Y, int64_t ldy,
+                    const float *bias);
+
 /* conv2d algorithms (conv.c's header says when "auto" picks each). */
 typedef enum {
     FC_CONV_AUTO = 0,
@@ -102,6 +115,8 @@ void fc_set_num_threads(int n);
 int fc_get_num_threads(void);
 int fc_has_openmp(void);
 const char *fc_isa_name(void);
+/* The run-time GEMM kernel's register tile and cache blocking (tests probe every block edge). */
+void fc_gemm_blocking(int *mr, int *nr, int64_t *mc, int64_t *kc, int64_t *nc);
 /* END CFFI CDEF */
 
 /* ------------------------------------------------------------------ OpenMP guard */
@@ -156,7 +171,8 @@ typedef struct {
 typedef void (*fc_ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                           const fc_epi *e);
 
-/* One microkernel and its cache blocking: MC rows of A (L3), KC depth, NC columns of B (L2). */
+/* One microkernel and its cache blocking: MC rows of A (A block in L2), KC depth (B micropanel
+   in L1), NC columns of B (B block in L3). */
 typedef struct {
     int mr, nr;
     int64_t mc, kc, nc;
@@ -171,8 +187,9 @@ int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K);
 /* Pack op(A) (M,K) once (e.g. conv weights) in the layout fc_gemm_run reads. */
 void fc_pack_a_full(const fc_kernel *k, int trans_a, int64_t M, int64_t K, const float *A,
                     int64_t lda, float *dst);
-/* Floats of the shared A workspace and of one thread's B workspace, for an (M,N,K) GEMM
-   (monotone in each argument, so a buffer sized for the largest call serves smaller ones). */
+/* Floats of the shared A workspace (now 0: kept for source compatibility) and of one
+   thread's workspace (its B block and its A block), for an (M,N,K) GEMM (monotone in each
+   argument, so a buffer sized for the largest call serves smaller ones). */
 int64_t fc_ws_a_size(const fc_kernel *k, int64_t M, int64_t K);
 int64_t fc_ws_b_size(const fc_kernel *k, int64_t N, int64_t K);
 
@@ -189,8 +206,9 @@ typedef struct {
 } fc_gemm_args;
 
 /* Run one GEMM with nthreads threads (1: serial, no parallel region is opened).
-   ws_a: fc_ws_a_size floats (unused when g->Ap); ws_b: nthreads * fc_ws_b_size floats,
-   thread t using ws_b + t * fc_ws_b_size(k, g->N, g->K).
+   ws_a: unused (may be NULL; each thread packs A into its own part of ws_b);
+   ws_b: nthreads * fc_ws_b_size floats, thread t using ws_b + t * fc_ws_b_size(k, g->N, g->K).
+   Threads own disjoint rectangles of C (no barriers).
    Both 64-byte aligned. */
 void fc_gemm_run(const fc_gemm_args *g, const fc_kernel *k, float *ws_a, float *ws_b,
                  int nthreads);
