@@ -478,6 +478,20 @@ def test_num_threads_round_trip():
                 assert got == n, f"set_num_threads({n}) did not reach the C backend: {got}"
 
 
+def test_omp_num_threads_sets_the_start_value():
+    """OMP_NUM_THREADS at import is the starting thread count, in Python and in C."""
+    import subprocess
+    import sys
+
+    code = ("import fastconv as fc; from fastconv import _registry as r; "
+            "c = r.backend_module('c').build_info()['c_threads'] if 'c' in r.backends() else 3; "
+            "print(fc.get_num_threads(), c)")
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["3", "3"], out
+
+
 @pytest.mark.parametrize("op", ["conv2d", "gemm", "max_pool2d", "avg_pool2d",
                                 "local_response_norm", "softmax", "batch_norm", "linear"])
 def test_results_identical_across_thread_counts(backend, op):
