@@ -105,8 +105,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="timing per candidate per round")
     parser.add_argument("--only", default="", help="comma-separated substrings of layer names")
-    parser.add_argument("--sections", default="gemm,conv,memory",
-                        help="comma-separated: gemm, conv, memory")
+    parser.add_argument("--sections", default="gemm,conv,memory,scaling",
+                        help="comma-separated: gemm, conv, memory, scaling")
     args = parser.parse_args(argv)
 
     fastconv.set_num_threads(args.threads)
@@ -155,6 +155,27 @@ def main(argv=None):
     if ratios:
         geo = float(np.exp(np.mean(np.log(ratios))))
         print(f"\nconv geometric mean c / torch: {geo:.2f} (min {min(ratios):.2f})")
+    if "scaling" in sections:
+        # The same C conv at 1 thread and at --threads, alternating, on the AlexNet layers.
+        print(f"\n| layer | c 1 thread GFLOP/s | c {args.threads} threads GFLOP/s | speedup |")
+        print("|---|---:|---:|---:|")
+        for layer in CONV_LAYERS:
+            if not layer[0].startswith("alexnet") or (only and not any(s in layer[0] for s in only)):
+                continue
+            run = conv_candidates(layer, None)["c"]
+
+            def with_threads(n, run=run):
+                def fn():
+                    fastconv.set_num_threads(n)
+                    return run()
+                return fn
+            res = alternate({"one": with_threads(1), "many": with_threads(args.threads)},
+                            args.rounds, args.seconds)
+            fastconv.set_num_threads(args.threads)
+            flops = conv_flops(*layer[1:])
+            speedup = float(np.median(np.array(res["one"]) / np.array(res["many"])))
+            print(f"| {layer[0]} | {flops / np.median(res['one']) / 1e9:.1f} | "
+                  f"{flops / np.median(res['many']) / 1e9:.1f} | {speedup:.2f} |", flush=True)
     if "memory" in sections:
         print("\n| op | shape | c GB/s | NumPy copy GB/s (same bytes) | c / copy |")
         print("|---|---|---:|---:|---:|")
