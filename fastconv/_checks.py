@@ -53,8 +53,15 @@ def _check_rank(name, arr, rank, layout):
         )
 
 
+def _is_int(value):
+    """An integer that is not a bool. Plain ints take the fast path: the ABC check
+    (numpy integers and friends) costs microseconds, which small layers feel."""
+    return type(value) is int or (
+        not isinstance(value, bool) and isinstance(value, numbers.Integral))
+
+
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name}={value} must be >= {minimum}")
@@ -72,7 +79,7 @@ def check_real(name, value):
 
 def pair(name, value, minimum):
     """Normalise an int or a 2-sequence to ``(h, w)``, each ``>= minimum``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         values = (value, value)
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         values = tuple(value)
@@ -87,7 +94,7 @@ def pads4(name, value):
     Accepts an int (all sides), ``(ph, pw)`` (symmetric, PyTorch style) or
     ``(top, left, bottom, right)`` (the order of ONNX ``pads`` for 2-D).
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         values = (value,) * 4
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         values = (value[0], value[1], value[0], value[1])
@@ -337,7 +344,7 @@ def check_linear(x, weight, bias):
 
 def check_axis(x, axis):
     """Normalise axis to 0..ndim-1."""
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+    if not _is_int(axis):
         raise TypeError(f"axis must be an int, got {axis!r}")
     if x.ndim == 0:
         raise ValueError("x must have at least 1 dimension for softmax, got a 0-D array")
