@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastconv  # noqa: E402
-from layers import CONV_LAYERS, GEMM_SIZES, MEMORY_OPS, conv_flops  # noqa: E402
+from layers import CONV_LAYERS, FC_LAYERS, GEMM_SIZES, MEMORY_OPS, conv_flops  # noqa: E402
 
 
 def _best_of(fn, seconds):
@@ -105,8 +105,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="timing per candidate per round")
     parser.add_argument("--only", default="", help="comma-separated substrings of layer names")
-    parser.add_argument("--sections", default="gemm,conv,memory,scaling",
-                        help="comma-separated: gemm, conv, memory, scaling")
+    parser.add_argument("--sections", default="gemm,conv,gemv,memory,scaling",
+                        help="comma-separated: gemm, conv, gemv, memory, scaling")
     args = parser.parse_args(argv)
 
     fastconv.set_num_threads(args.threads)
@@ -155,6 +155,28 @@ def main(argv=None):
     if ratios:
         geo = float(np.exp(np.mean(np.log(ratios))))
         print(f"\nconv geometric mean c / torch: {geo:.2f} (min {min(ratios):.2f})")
+    if "gemv" in sections:
+        # Batch-1 linear streams W once: GB/s = W bytes / time; the copy moves 2 * W bytes.
+        print("\n| FC layer (batch 1) | c GB/s | OpenBLAS sgemv GB/s | NumPy copy GB/s | "
+              "c / copy | c / OpenBLAS |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, fin, fout in FC_LAYERS:
+            if only and not any(s in name for s in only):
+                continue
+            rng = np.random.default_rng(0)
+            w = rng.standard_normal((fout, fin), dtype=np.float32)
+            x = rng.standard_normal((1, fin), dtype=np.float32)
+            b = rng.standard_normal(fout, dtype=np.float32)
+            dst = np.empty_like(w)
+            res = alternate({"c": lambda: fastconv.linear(x, w, b, backend="c"),
+                             "blas": lambda: x @ w.T + b,
+                             "copy": lambda: np.copyto(dst, w)}, args.rounds, args.seconds)
+            gbs = {k: w.nbytes / np.median(v) / 1e9 for k, v in res.items()}
+            gbs["copy"] *= 2
+            c_copy = float(np.median(np.array(res["copy"]) / (2 * np.array(res["c"]))))
+            c_blas = float(np.median(np.array(res["blas"]) / np.array(res["c"])))
+            print(f"| {name} | {gbs['c']:.1f} | {gbs['blas']:.1f} | {gbs['copy']:.1f} | "
+                  f"{c_copy:.2f} | {c_blas:.2f} |", flush=True)
     if "scaling" in sections:
         # The same C conv at 1 thread and at --threads, alternating, on the AlexNet layers.
         print(f"\n| layer | c 1 thread GFLOP/s | c {args.threads} threads GFLOP/s | speedup |")

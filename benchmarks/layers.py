@@ -27,6 +27,14 @@ CONV_LAYERS = [
 
 GEMM_SIZES = [256, 1024, 2048]
 
+# Fully connected layers at batch 1 (GEMV, memory bound): (name, in_features, out_features).
+FC_LAYERS = [
+    ("alexnet_fc6", 9216, 4096),
+    ("alexnet_fc7", 4096, 4096),
+    ("alexnet_fc8", 4096, 1000),
+    ("vgg16_fc6", 25088, 4096),
+]
+
 
 def conv_flops(N, C, H, W, K, R, S, stride, pad, groups):
     """2 * MACs of the layer (bias and activation not counted)."""

@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 
 import fastconv
+from layers import FC_LAYERS
 
-# name, in_features, out_features
-FC_LAYERS = [
-    ("alexnet_fc6", 9216, 4096),
-    ("alexnet_fc7", 4096, 4096),
-    ("alexnet_fc8", 4096, 1000),
-    ("vgg16_fc6", 25088, 4096),
-]
 IMPLS = [b for b in ("c", "numpy") if b in fastconv.backends()] + ["numpy.dot", "numpy.copyto"]
 
 
