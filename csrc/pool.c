@@ -86,6 +86,10 @@ static int64_t pool_buf_len(int64_t W, int64_t Q, int64_t kw, int64_t sw, int64_
     return pl + W + (Q + 8) * sw + kw * dw + 32;
 }
 
+/* Software prefetch distance (floats) of the row folds: the rows are short and interleaved,
+   which the hardware prefetchers follow poorly from L3. */
+#define POOL_PF 512
+
 /* Output rows per block: row-fold a block of rows into separate buffers (about 16 KiB),
    then column-fold them, so the column loads never wait on the row stores. */
 static int64_t pool_block_rows(int64_t bl, int64_t P)
@@ -141,8 +145,11 @@ max_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
             if (KH && nr == KH) /* interior rows: taps unrolled */
                 for (; w < wv; w += 8) {
                     __m256 m = _mm256_loadu_ps(r0 + w);
-                    for (int i = 1; i < KH; ++i)
+                    _mm_prefetch((const char *)(r0 + w + POOL_PF), _MM_HINT_T0);
+                    for (int i = 1; i < KH; ++i) {
+                        _mm_prefetch((const char *)(r0 + i * rs + w + POOL_PF), _MM_HINT_T0);
                         m = fc_avx2_nanmax(m, _mm256_loadu_ps(r0 + i * rs + w));
+                    }
                     _mm256_storeu_ps(row + w, m);
                 }
             for (; w < wv; w += 8) {
