@@ -370,9 +370,41 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
 }
 
 /* x (N,C,H,W) -> y (N,C,1,1) */
+#if FC_X86
+/* Planes [n0, n1): two 8-lane partial sums per plane, masked tail, horizontal add. */
+FC_TARGET_AVX2 static void gap_avx2(const float *x, float *y, int64_t n0, int64_t n1, int64_t HW)
+{
+    const int64_t hv = HW & ~(int64_t)7;
+    const __m256i tm = fc_avx2_tailmask(HW - hv);
+    for (int64_t nc = n0; nc < n1; ++nc) {
+        const float *xp = x + nc * HW;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= hv; i += 16) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xp + i));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(xp + i + 8));
+        }
+        if (i < hv) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(xp + i));
+        if (hv < HW) a1 = _mm256_add_ps(a1, _mm256_maskload_ps(xp + hv, tm));
+        y[nc] = fc_avx2_hsum(_mm256_add_ps(a0, a1)) / (float)HW;
+    }
+}
+#endif
+
 FC_CLONES void fc_global_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t HW)
 {
     int nt = fc_threads_for(N * C * HW, 32 * 1024);
+#if FC_X86
+    if (fc_isa() >= FC_ISA_AVX2) {
+        /* even contiguous plane ranges per thread */
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = fc_omp_thread_num(), T = fc_omp_num_threads(), NC = N * C;
+            gap_avx2(x, y, NC * t / T, NC * (t + 1) / T, HW);
+        }
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t nc = 0; nc < N * C; ++nc) {
         const float *xp = x + nc * HW;
