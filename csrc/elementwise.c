@@ -106,9 +106,9 @@ FC_CLONES void fc_relu(const float *x, float *y, int64_t n)
 #if FC_X86
 #include <immintrin.h>
 
-/* y = exp(y) in place, 8 lanes: Cephes expf (n = round(x log2 e), degree-6 polynomial on the
-   remainder, times 2^n). Relative error ~2 ulp; -inf and x < -88 give 0, NaN stays NaN. */
-FC_TARGET_AVX2 static void vexp_avx2(float *y, int64_t n)
+/* exp of 8 lanes: Cephes expf (n = round(x log2 e), degree-6 polynomial on the remainder,
+   times 2^n). Relative error ~2 ulp; -inf and x < -88 give 0, NaN stays NaN. */
+FC_TARGET_AVX2 static inline __m256 exp8_avx2(__m256 x)
 {
     const __m256 lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.3f);
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
@@ -117,28 +117,79 @@ FC_TARGET_AVX2 static void vexp_avx2(float *y, int64_t n)
     const __m256 c2 = _mm256_set1_ps(8.3334519073e-3f), c3 = _mm256_set1_ps(4.1665795894e-2f);
     const __m256 c4 = _mm256_set1_ps(1.6666665459e-1f), c5 = _mm256_set1_ps(5.0000001201e-1f);
     const __m256 one = _mm256_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 8) {
-        float tail[8] = {0};
-        const int full = i + 8 <= n;
-        if (!full) memcpy(tail, y + i, (size_t)(n - i) * sizeof(float));
-        __m256 x = _mm256_loadu_ps(full ? y + i : tail);
-        x = _mm256_min_ps(hi, _mm256_max_ps(lo, x)); /* operand order keeps NaN */
-        __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, log2e),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m256 r = _mm256_fnmadd_ps(fx, ln2_hi, x);
-        r = _mm256_fnmadd_ps(fx, ln2_lo, r);
-        __m256 p = _mm256_fmadd_ps(c0, r, c1);
-        p = _mm256_fmadd_ps(p, r, c2);
-        p = _mm256_fmadd_ps(p, r, c3);
-        p = _mm256_fmadd_ps(p, r, c4);
-        p = _mm256_fmadd_ps(p, r, c5);
-        p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
-        __m256i e = _mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-        _mm256_storeu_ps(full ? y + i : tail, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-        if (!full) memcpy(y + i, tail, (size_t)(n - i) * sizeof(float));
+    x = _mm256_min_ps(hi, _mm256_max_ps(lo, x)); /* operand order keeps NaN */
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, ln2_hi, x);
+    r = _mm256_fnmadd_ps(fx, ln2_lo, r);
+    __m256 p = _mm256_fmadd_ps(c0, r, c1);
+    p = _mm256_fmadd_ps(p, r, c2);
+    p = _mm256_fmadd_ps(p, r, c3);
+    p = _mm256_fmadd_ps(p, r, c4);
+    p = _mm256_fmadd_ps(p, r, c5);
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* y = exp(y) in place, 8 lanes at a time, masked tail. */
+FC_TARGET_AVX2 static void vexp_avx2(float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp8_avx2(_mm256_loadu_ps(y + i)));
+    if (i < n) {
+        const __m256i m = fc_avx2_tailmask(n - i);
+        _mm256_maskstore_ps(y + i, m, exp8_avx2(_mm256_maskload_ps(y + i, m)));
     }
 }
+
+/* One softmax row of L contiguous floats: NaN-propagating max, y = exp(x - max) with the
+   sum in the same pass, then y *= 1/sum. */
+FC_TARGET_AVX2 static void softmax_row_avx2(const float *x, float *y, int64_t L)
+{
+    const int64_t lv = L & ~(int64_t)7;
+    const __m256i tm = fc_avx2_tailmask(L - lv);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 m0 = ninf, m1 = ninf;
+    int64_t l = 0;
+    for (; l + 16 <= lv; l += 16) {
+        m0 = fc_avx2_nanmax(m0, _mm256_loadu_ps(x + l));
+        m1 = fc_avx2_nanmax(m1, _mm256_loadu_ps(x + l + 8));
+    }
+    for (; l < lv; l += 8) m0 = fc_avx2_nanmax(m0, _mm256_loadu_ps(x + l));
+    if (lv < L)
+        m1 = fc_avx2_nanmax(m1, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + lv, tm),
+                                                 _mm256_castsi256_ps(tm)));
+    m0 = fc_avx2_nanmax(m0, m1);
+    float lanes[8], m = -INFINITY;
+    _mm256_storeu_ps(lanes, m0);
+    for (int u = 0; u < 8; ++u)
+        if (lanes[u] > m || lanes[u] != lanes[u]) m = lanes[u];
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (l = 0; l + 16 <= lv; l += 16) {
+        const __m256 e0 = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + l), vm));
+        const __m256 e1 = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + l + 8), vm));
+        _mm256_storeu_ps(y + l, e0);
+        _mm256_storeu_ps(y + l + 8, e1);
+        s0 = _mm256_add_ps(s0, e0);
+        s1 = _mm256_add_ps(s1, e1);
+    }
+    for (; l < lv; l += 8) {
+        const __m256 e0 = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + l), vm));
+        _mm256_storeu_ps(y + l, e0);
+        s0 = _mm256_add_ps(s0, e0);
+    }
+    if (lv < L) {
+        const __m256 e = _mm256_and_ps(exp8_avx2(_mm256_sub_ps(_mm256_maskload_ps(x + lv, tm), vm)),
+                                       _mm256_castsi256_ps(tm));
+        _mm256_maskstore_ps(y + lv, tm, e);
+        s1 = _mm256_add_ps(s1, e);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / fc_avx2_hsum(_mm256_add_ps(s0, s1)));
+    for (l = 0; l < lv; l += 8) _mm256_storeu_ps(y + l, _mm256_mul_ps(_mm256_loadu_ps(y + l), inv));
+    if (lv < L) _mm256_maskstore_ps(y + lv, tm, _mm256_mul_ps(_mm256_maskload_ps(y + lv, tm), inv));
+}
+
 #endif
 
 /* y = exp(y) in place */
@@ -161,6 +212,9 @@ FC_CLONES void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, in
     const int64_t nch = (inner + SM_CH - 1) / SM_CH, items = outer * nch;
     int nt = fc_threads_for(outer * L * inner, 16 * 1024);
     if (nt > items) nt = (int)items;
+#if FC_X86
+    const int avx2 = fc_isa() >= FC_ISA_AVX2;
+#endif
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t it = 0; it < items; ++it) {
         const int64_t o = it / nch, i0 = (it % nch) * SM_CH;
@@ -168,6 +222,12 @@ FC_CLONES void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, in
         const float *xb = x + o * L * inner + i0;
         float *yb = y + o * L * inner + i0;
         if (inner == 1) {
+#if FC_X86
+            if (avx2) {
+                softmax_row_avx2(xb, yb, L);
+                continue;
+            }
+#endif
             float m = -INFINITY, mx[16], acc[16] = {0}, s = 0.0f;
             int64_t l = 0;
             for (int u = 0; u < 16; ++u) mx[u] = -INFINITY;
@@ -214,12 +274,115 @@ FC_CLONES void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, in
 
 #define LRN_CH 1024
 
+#if FC_X86
+#define LRN_AVX_CH 2048
+
+/* x^-0.75 scale of 8 lanes: u0 = r*r*rsqrt(r) with r = rsqrt(t) (~1e-3), then one Newton
+   step on u^4 t^3 = 1: u = u0 (1.25 - 0.25 (u0^2 t)^2 t), ~3e-6 relative. Lanes with t
+   outside [1e-30, 1e30] (or NaN, negative) take the exact 1 / (sqrt(t) sqrt(sqrt(t))). */
+FC_TARGET_AVX2 static inline __m256 lrn_scale_avx2(__m256 t)
+{
+    const __m256 r = _mm256_rsqrt_ps(t);
+    const __m256 u0 = _mm256_mul_ps(_mm256_mul_ps(r, r), _mm256_rsqrt_ps(r));
+    const __m256 b = _mm256_mul_ps(_mm256_mul_ps(u0, u0), t);
+    const __m256 p = _mm256_mul_ps(_mm256_mul_ps(b, b), t);
+    __m256 u = _mm256_mul_ps(u0, _mm256_fnmadd_ps(p, _mm256_set1_ps(0.25f), _mm256_set1_ps(1.25f)));
+    const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(t, _mm256_set1_ps(1e-30f), _CMP_GE_OQ),
+                                    _mm256_cmp_ps(t, _mm256_set1_ps(1e30f), _CMP_LE_OQ));
+    if (_mm256_movemask_ps(ok) != 0xFF) {
+        const __m256 q = _mm256_sqrt_ps(t);
+        const __m256 exact = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(q, _mm256_sqrt_ps(q)));
+        u = _mm256_blendv_ps(exact, u, ok);
+    }
+    return u;
+}
+
+/* beta == 0.75. Per (n, spatial chunk): walk the channels keeping the squares of the
+   window's channels in a ring of `size` rows (each x^2 computed once, not size times),
+   sum the window directly in channel order (no running sum, so no cancellation). */
+FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t C, int64_t L,
+                                    int64_t size, float a, float k)
+{
+    /* chunks of at most LRN_AVX_CH floats, equal lengths rounded up to 8 */
+    const int64_t nch = (L + LRN_AVX_CH - 1) / LRN_AVX_CH, items = N * nch;
+    const int64_t chl = ((L + nch - 1) / nch + 7) & ~(int64_t)7;
+    int nt = fc_threads_for(N * C * L * size, 16 * 1024);
+    if (nt > items) nt = (int)items;
+    int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
+        float *ring = fc_alloc_floats(size * LRN_AVX_CH);
+        const float **rp = malloc((size_t)size * sizeof(*rp)); /* the window's ring rows */
+        failed = !ring || !rp;
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; ++it) {
+            if (!ring || !rp) continue;
+            const int64_t n = it / nch, l0 = (it % nch) * chl;
+            if (l0 >= L) continue;
+            const int64_t len = L - l0 < chl ? L - l0 : chl;
+            const int64_t lv = len & ~(int64_t)7;
+            const __m256i tm = fc_avx2_tailmask(len - lv);
+            const float *xn = x + n * C * L + l0;
+            float *yn = y + n * C * L + l0;
+            int64_t have = 0; /* squares of channels [0, have) computed */
+            for (int64_t c = 0; c < C; ++c) {
+                const int64_t c0 = c - size / 2 < 0 ? 0 : c - size / 2;
+                const int64_t c1 = c + (size - 1) / 2 >= C ? C - 1 : c + (size - 1) / 2;
+                for (; have <= c1; ++have) {
+                    const float *xr = xn + have * L;
+                    float *sq = ring + (have % size) * LRN_AVX_CH;
+                    int64_t i = 0;
+                    for (; i < lv; i += 8) {
+                        const __m256 v = _mm256_loadu_ps(xr + i);
+                        _mm_prefetch((const char *)(xr + L + i), _MM_HINT_T0); /* next channel */
+                        _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
+                    }
+                    if (i < len) {
+                        const __m256 v = _mm256_maskload_ps(xr + i, tm);
+                        _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
+                    }
+                }
+                const float *xr = xn + c * L;
+                float *yr = yn + c * L;
+                const __m256 va = _mm256_set1_ps(a), vk = _mm256_set1_ps(k);
+                const int64_t nw = c1 - c0 + 1;
+                for (int64_t cc = c0; cc <= c1; ++cc) rp[cc - c0] = ring + (cc % size) * LRN_AVX_CH;
+                for (int64_t i = 0; i < len; i += 8) {
+                    __m256 sum = _mm256_setzero_ps();
+                    if (nw == 5) /* the common window, unrolled */
+                        sum = _mm256_add_ps(
+                            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
+                                sum, _mm256_load_ps(rp[0] + i)), _mm256_load_ps(rp[1] + i)),
+                                _mm256_load_ps(rp[2] + i)), _mm256_load_ps(rp[3] + i)),
+                            _mm256_load_ps(rp[4] + i));
+                    else
+                        for (int64_t w = 0; w < nw; ++w)
+                            sum = _mm256_add_ps(sum, _mm256_load_ps(rp[w] + i));
+                    const __m256 u = lrn_scale_avx2(_mm256_fmadd_ps(va, sum, vk));
+                    if (i < lv) _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(xr + i), u));
+                    else _mm256_maskstore_ps(yr + i, tm, _mm256_mul_ps(_mm256_maskload_ps(xr + i, tm), u));
+                }
+            }
+        }
+        fc_free(ring);
+        free(rp);
+    }
+    return failed; /* then the caller runs the portable path (no heap) over everything */
+}
+#endif
+
 /* x (N,C,L) -> y (N,C,L) */
 FC_CLONES void fc_lrn(const float *x, float *y, int64_t N, int64_t C, int64_t L, int64_t size,
             float alpha, float beta, float k)
 {
     const int64_t nch = (L + LRN_CH - 1) / LRN_CH, items = N * C * nch;
     const float a = alpha / (float)size;
+#if FC_X86
+    /* the ring buffer is size * LRN_AVX_CH floats: fall back for absurd window sizes */
+    if (beta == 0.75f && size <= 4096 && fc_isa() >= FC_ISA_AVX2) {
+        if (lrn_avx2(x, y, N, C, L, size, a, k) == 0) return;
+    }
+#endif
     int nt = fc_threads_for(N * C * L * size, 16 * 1024);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t it = 0; it < items; ++it) {

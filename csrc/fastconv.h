@@ -154,6 +154,30 @@ int fc_threads_for(int64_t work, int64_t min_per_thread);
 #define FC_CLONES
 #endif
 
+#if FC_X86
+#include <immintrin.h>
+/* AVX2 helpers for the memory-bound kernels (pool.c, elementwise.c). */
+/* Lanes [0, n) set, n in 0..8: the mask of _mm256_maskload_ps / maskstore for a row tail. */
+FC_TARGET_AVX2 static inline __m256i fc_avx2_tailmask(int64_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+/* NaN-propagating max: NaN when either lane is NaN (max_ps alone returns b then, losing a
+   NaN in a), else max(a, b). The NaN it returns is all-ones (a quiet NaN). */
+FC_TARGET_AVX2 static inline __m256 fc_avx2_nanmax(__m256 a, __m256 b)
+{
+    return _mm256_or_ps(_mm256_max_ps(a, b), _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+}
+/* Sum of the 8 lanes. */
+FC_TARGET_AVX2 static inline float fc_avx2_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
 typedef enum { FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 } fc_isa_t;
 /* The best ISA this CPU supports, lowered by env FASTCONV_ISA=generic|avx2|avx512 (never raised). */
 fc_isa_t fc_isa(void);

@@ -1,0 +1,124 @@
+"""The C backend's memory-bound fast paths (csrc/pool.c, csrc/elementwise.c).
+
+The AVX2 paths (picked with fc_isa()) are forced on by default on an AVX2 machine; the
+portable paths run in a subprocess with FASTCONV_ISA=generic. Both are checked against
+the naive backend (pooling) or NumPy float64 references, over ragged widths, strides,
+kernel sizes, dilation, padding and NaN / -inf / -0.0 inputs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv
+
+pytestmark = pytest.mark.skipif("c" not in fastconv.backends(), reason="C backend not built")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _specials(x, rng):
+    flat = x.reshape(-1)
+    n = flat.size
+    flat[rng.integers(0, n, max(1, n // 50))] = np.nan
+    flat[rng.integers(0, n, max(1, n // 50))] = -np.inf
+    flat[rng.integers(0, n, max(1, n // 50))] = -0.0
+    return x
+
+
+POOL_CASES = [(k, s, p, d, cm) for (k, s, p, d, cm) in [
+    (1, 1, 0, 1, False), (2, 2, 0, 1, False), (2, 1, 1, 1, True), (3, 2, 0, 1, False),
+    (3, 1, 1, 1, False), (3, 3, 1, 1, True), (5, 2, 2, 1, True), (5, 1, 2, 1, False),
+    (3, 2, 1, 2, False), (2, 3, 1, 3, True), (3, 2, 1, 1, True)]]
+WIDTHS = list(range(1, 21)) + [31, 55]
+
+
+def _pool_ok(W, k, p, d):
+    return (k - 1) * d + 1 <= W + 2 * p
+
+
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")
+def run_checks():
+    rng = np.random.default_rng(7)
+    for W in WIDTHS:
+        H = W % 7 + 3
+        for k, s, p, d, cm in POOL_CASES:
+            if not _pool_ok(W, k, p, d) or not _pool_ok(H, k, p, d):
+                continue
+            x = _specials(rng.standard_normal((2, 3, H, W)).astype(np.float32), rng)
+            a = fastconv.max_pool2d(x, k, s, p, d, cm, backend="c")
+            b = fastconv.max_pool2d(x, k, s, p, d, cm, backend="naive")
+            assert np.array_equal(a, b, equal_nan=True), ("max", W, k, s, p, d, cm)
+            if d != 1:
+                continue
+            xf = np.nan_to_num(x, nan=1.5, neginf=-2.0)
+            for cip in (True, False):
+                a = fastconv.avg_pool2d(xf, k, s, p, cm, cip, backend="c")
+                b = fastconv.avg_pool2d(xf, k, s, p, cm, cip, backend="naive")
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6,
+                                           err_msg=str(("avg", W, k, s, p, cm, cip)))
+    # global average pooling: ragged plane sizes
+    for HW in list(range(1, 20)) + [49, 64, 65]:
+        x = rng.standard_normal((2, 5, HW, 1)).astype(np.float32)
+        np.testing.assert_allclose(fastconv.global_avg_pool2d(x, backend="c"),
+                                   x.astype(np.float64).mean(axis=(2, 3), keepdims=True),
+                                   rtol=1e-6, atol=1e-6, err_msg=str(HW))
+    # relu: NaN kept, -0.0 -> +0.0
+    for n in list(range(1, 20)) + [1000]:
+        x = _specials(rng.standard_normal(n).astype(np.float32), rng)
+        y = fastconv.relu(x, backend="c")
+        ref = np.where(x > 0, x, np.float32(0.0)).astype(np.float32)
+        ref[np.isnan(x)] = np.nan
+        assert np.array_equal(y, ref, equal_nan=True) and not np.signbit(y[y == 0]).any()
+    # softmax rows (inner == 1) of ragged lengths, NaN / +inf rows give NaN
+    for L in list(range(1, 20)) + [33, 1000]:
+        x = (rng.standard_normal((4, L)) * 5).astype(np.float32)
+        x[1, 0] = np.nan
+        x[2, -1] = np.inf
+        x[3, :] = x[3, :] + 1e30
+        e = np.exp(x.astype(np.float64) - x.astype(np.float64).max(axis=1, keepdims=True))
+        ref = e / e.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(fastconv.softmax(x, axis=1, backend="c"), ref, rtol=1e-5,
+                                   atol=1e-7, err_msg=str(L))
+    # LRN, beta 0.75 (fast path) and 0.5 (portable), odd / even sizes, ragged spatial sizes
+    for (N, C, H, W) in [(2, 7, 3, 5), (1, 12, 55, 55), (2, 3, 1, 1), (1, 10, 9, 65)]:
+        for size in (1, 2, 3, 4, 5):
+            for k, alpha, beta in [(1.0, 1e-4, 0.75), (2.0, 1e-2, 0.75), (1e-3, 1.0, 0.75),
+                                   (1.0, 1e-3, 0.5)]:
+                x = (rng.standard_normal((N, C, H, W)) * 3).astype(np.float32)
+                x.flat[0] = np.nan
+                xd = x.astype(np.float64)
+                sq = np.zeros_like(xd)
+                for c in range(C):
+                    lo, hi = max(0, c - size // 2), min(C - 1, c + (size - 1) // 2)
+                    sq[:, c] = (xd[:, lo:hi + 1] ** 2).sum(axis=1)
+                ref = xd / (k + alpha / size * sq) ** beta
+                got = fastconv.local_response_norm(x, size, alpha, beta, k, backend="c")
+                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6,
+                                           err_msg=str((N, C, H, W, size, k, alpha, beta)))
+
+
+def test_memory_paths_best_isa():
+    run_checks()
+
+
+def test_memory_paths_two_threads():
+    old = fastconv.get_num_threads()
+    fastconv.set_num_threads(2)
+    try:
+        run_checks()
+    finally:
+        fastconv.set_num_threads(old)
+
+
+def test_memory_paths_generic_isa():
+    env = dict(os.environ, FASTCONV_ISA="generic")
+    code = ("import sys; sys.path.insert(0, %r); import test_c_memory_paths as t; t.run_checks()"
+            % HERE)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
