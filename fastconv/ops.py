@@ -12,6 +12,8 @@ computed as float32. Inputs are never modified.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _checks, _registry
@@ -138,7 +140,7 @@ def linear(x, weight, bias=None, *, backend=None):
     name, kernel = _registry.resolve("linear", backend)
     out_dtype = result_dtype(x, weight, bias)
     out_shape = x.shape[:-1] + (weight.shape[0],)
-    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    rows = math.prod(x.shape[:-1])
     if rows == 0:
         return np.zeros(out_shape, out_dtype)
     if weight.shape[1] == 0:
@@ -169,8 +171,8 @@ def softmax(x, axis=-1, *, backend=None):
     if x.size == 0:
         return np.zeros(x.shape, out_dtype)
     (x3,) = _prepare(name, out_dtype, x)
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1:])
     y = kernel(x3.reshape(outer, x.shape[axis], inner))
     return _finish(y, out_dtype).reshape(x.shape)
 
