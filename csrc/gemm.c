@@ -658,21 +658,25 @@ static inline float gemv_epi(float acc, float alpha, float beta, const float *y,
     return v;
 }
 
+/* r . x over K, 8 partial sums so the compiler vectorises it at the baseline ISA. */
+static inline float dot_generic(const float *r, const float *x, int64_t K)
+{
+    float s[8] = {0};
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8)
+        for (int j = 0; j < 8; ++j) s[j] += r[k + j] * x[k + j];
+    float acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    for (; k < K; ++k) acc += r[k] * x[k];
+    return acc;
+}
+
 /* Rows [i0, i1) of y = A x, A (M,K) row stride lda: plain C (the compiler vectorises the
    4-row dot products at the baseline ISA). */
 static void gemv_n_generic(int64_t i0, int64_t i1, int64_t K, float alpha, const float *A,
                            int64_t lda, const float *x, float beta, float *y, const float *bias)
 {
-    for (int64_t i = i0; i < i1; ++i) {
-        const float *r = A + i * lda;
-        float s[8] = {0};
-        int64_t k = 0;
-        for (; k + 8 <= K; k += 8)
-            for (int j = 0; j < 8; ++j) s[j] += r[k + j] * x[k + j];
-        float acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-        for (; k < K; ++k) acc += r[k] * x[k];
-        y[i] = gemv_epi(acc, alpha, beta, y, bias, i);
-    }
+    for (int64_t i = i0; i < i1; ++i)
+        y[i] = gemv_epi(dot_generic(A + i * lda, x, K), alpha, beta, y, bias, i);
 }
 
 /* Columns [j0, j1) of y = A^T x, A stored (K,M) row stride lda: a block of y accumulates
@@ -800,19 +804,10 @@ static void gemv_n4_generic(int64_t i0, int64_t i1, int64_t K, int nv, float alp
                             const float *A, int64_t lda, const float *X, int64_t ldx,
                             float beta, float *Y, int64_t ldy, const float *bias)
 {
-    for (int64_t i = i0; i < i1; ++i) {
-        const float *r = A + i * lda;
-        for (int v = 0; v < nv; ++v) {
-            const float *x = X + v * ldx;
-            float s[8] = {0};
-            int64_t k = 0;
-            for (; k + 8 <= K; k += 8)
-                for (int j = 0; j < 8; ++j) s[j] += r[k + j] * x[k + j];
-            float acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-            for (; k < K; ++k) acc += r[k] * x[k];
-            Y[v * ldy + i] = gemv_epi(acc, alpha, beta, Y + v * ldy, bias, i);
-        }
-    }
+    for (int64_t i = i0; i < i1; ++i)
+        for (int v = 0; v < nv; ++v)
+            Y[v * ldy + i] = gemv_epi(dot_generic(A + i * lda, X + v * ldx, K), alpha, beta,
+                                      Y + v * ldy, bias, i);
 }
 
 #if FC_X86
