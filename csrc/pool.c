@@ -189,12 +189,11 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
             if (nr <= 0) out = pad;                                                         \
             else if (w_ + 8 <= W) {                                                         \
                 __m256 m_ = _mm256_loadu_ps(r0 + w_);                                       \
-                _mm_prefetch((const char *)(r0 + w_ + POOL_PF), _MM_HINT_T0);               \
+                /* the newest row only: the others were the newest of earlier output rows */ \
+                _mm_prefetch((const char *)(r0 + (nr - 1) * rs + w_ + POOL_PF), _MM_HINT_T0); \
                 if (KH && nr == KH)                                                         \
-                    for (int i_ = 1; i_ < KH; ++i_) {                                       \
-                        _mm_prefetch((const char *)(r0 + i_ * rs + w_ + POOL_PF), _MM_HINT_T0); \
+                    for (int i_ = 1; i_ < KH; ++i_)                                         \
                         m_ = pool_op(m_, _mm256_loadu_ps(r0 + i_ * rs + w_), IS_MAX);       \
-                    }                                                                       \
                 else                                                                        \
                     for (int64_t i_ = 1; i_ < nr; ++i_)                                     \
                         m_ = pool_op(m_, _mm256_loadu_ps(r0 + i_ * rs + w_), IS_MAX);       \
