@@ -19,9 +19,17 @@
 #include <stdlib.h>
 
 /* Indices u in [0, count) with 0 <= start + u*step < limit form [*lo, *hi). */
-static void valid_range(int64_t start, int64_t step, int64_t count, int64_t limit,
-                        int64_t *lo, int64_t *hi)
+static inline void valid_range(int64_t start, int64_t step, int64_t count, int64_t limit,
+                               int64_t *lo, int64_t *hi)
 {
+    if (step == 1) { /* no divisions (they were a visible part of a 28-wide row) */
+        int64_t l = start < 0 ? -start : 0, h = limit - start;
+        if (h > count) h = count;
+        if (h < 0) h = 0;
+        *lo = l > h ? h : l;
+        *hi = h;
+        return;
+    }
     int64_t l = start < 0 ? (-start + step - 1) / step : 0;
     int64_t h = start >= limit ? 0 : (limit - 1 - start) / step + 1;
     if (h > count) h = count;
@@ -111,22 +119,147 @@ FC_TARGET_AVX2 static inline __m256 tap8(const float *p, int64_t sw, __m256i gid
     return _mm256_i32gather_ps(p, gidx, 4);
 }
 
-/* One plane of max pooling. buf: pool_buf_len floats, all -inf outside [pl, pl+W).
-   Always inlined into the instances below with KH, KW, SW literal (0: take kh, kw, sw), so
-   the common shapes get unrolled taps and no stride branch. */
+/* Exact s / d from the reciprocal r = RN(1/d) (Markstein: q = s*r is within 1 ulp, the
+   residual e = s - q*d is exact in one FMA, and q + e*r rounds to RN(s/d)); no divide,
+   whose throughput (one per 3.5+ cycles on Zen 3) would bound the average pool. Differs from
+   the division only for subnormal quotients (by one subnormal ulp). s = +-inf makes e NaN:
+   then q (= +-inf) is the answer. */
+FC_TARGET_AVX2 static inline __m256 div_by_recip(__m256 s, __m256 d, __m256 r)
+{
+    const __m256 q = _mm256_mul_ps(s, r), e = _mm256_fnmadd_ps(q, d, s);
+    return _mm256_blendv_ps(_mm256_fmadd_ps(e, r, q), q, _mm256_cmp_ps(e, e, _CMP_UNORD_Q));
+}
+
+/* The fold of a pooling window: NaN-propagating max, or a sum. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+pool_op(__m256 a, __m256 b, const int IS_MAX)
+{
+    return IS_MAX ? fc_avx2_nanmax(a, b) : _mm256_add_ps(a, b);
+}
+
+/* Floats a[1..7], b[0] (a shifted left by one, b's first lane coming in) and a[-1] in the
+   same sense: c[7], a[0..6]. Two in-lane alignr around one cross-lane permute each. */
+FC_TARGET_AVX2 static inline __m256 shift_in_right(__m256 a, __m256 ab)
+{   /* ab = permute2f128(a, b, 0x21) = (a.hi, b.lo) */
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(ab),
+                                                  _mm256_castps_si256(a), 4));
+}
+FC_TARGET_AVX2 static inline __m256 shift_in_left(__m256 a, __m256 ca)
+{   /* ca = permute2f128(c, a, 0x21) = (c.hi, a.lo) */
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(a),
+                                                  _mm256_castps_si256(ca), 12));
+}
+
+/* 3-wide, stride-1 columns with one column of padding each side and Q == W (the "same"
+   3x3/1 pool of GoogLeNet / Inception): no row buffer. Each 8-column vector of the folded
+   row stays in a register; the taps q-1, q, q+1 are it and its neighbours shifted in by one
+   lane (the padding value beyond the row), so an output vector costs the kh input loads
+   and no buffer traffic. The row tail's vector is stored whole where that stays inside the
+   plane (it spills into the next output rows, written after it; no masked store). */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
-max_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q, int64_t kh,
-            int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
-            float *buf, int64_t bl, int64_t pbk, const int KH, const int KW, const int SW)
+pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t kh,
+            int64_t sh, int64_t pt, int64_t pb, int64_t dh, int count_include_pad,
+            const float *dv, const float *rc, const int IS_MAX, const int KH)
+{
+    const int64_t nv = (W + 7) / 8, qp = nv * 8;
+    const __m256i wmask = fc_avx2_tailmask(W - (nv - 1) * 8);
+    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
+    for (int64_t p = 0; p < P; ++p) {
+        const int64_t h0 = p * sh - pt;
+        int64_t i0, i1;
+        valid_range(h0, dh, kh, H, &i0, &i1);
+        const float *r0 = xp + (h0 + i0 * dh) * W;
+        const int64_t nr = i1 - i0, rs = dh * W;
+        __m256 rsp = zero;
+        const float *rcp = rc;
+        if (!IS_MAX) { /* the divisor's row factor, as in the portable path */
+            int64_t hs = p * sh - pt, he = hs + kh;
+            if (he > H + pb) he = H + pb;
+            const int64_t hspan = he - hs;
+            if (hs < 0) hs = 0;
+            if (he > H) he = H;
+            const int64_t rsv = count_include_pad ? hspan : he - hs;
+            rsp = _mm256_set1_ps((float)rsv);
+            rcp = rc + rsv * qp;
+        }
+        /* row-folded vector k (columns 8k..8k+7; the padding value from column W on) */
+#define ROWV(k, out)                                                                        \
+        do {                                                                                \
+            const int64_t w_ = (k) * 8;                                                     \
+            if (nr <= 0) out = pad;                                                         \
+            else if (w_ + 8 <= W) {                                                         \
+                __m256 m_ = _mm256_loadu_ps(r0 + w_);                                       \
+                /* the newest row only: the others were the newest of earlier output rows */ \
+                _mm_prefetch((const char *)(r0 + (nr - 1) * rs + w_ + POOL_PF), _MM_HINT_T0); \
+                if (KH && nr == KH)                                                         \
+                    for (int i_ = 1; i_ < KH; ++i_)                                         \
+                        m_ = pool_op(m_, _mm256_loadu_ps(r0 + i_ * rs + w_), IS_MAX);       \
+                else                                                                        \
+                    for (int64_t i_ = 1; i_ < nr; ++i_)                                     \
+                        m_ = pool_op(m_, _mm256_loadu_ps(r0 + i_ * rs + w_), IS_MAX);       \
+                out = m_;                                                                   \
+            } else {                                                                        \
+                __m256 m_ = _mm256_maskload_ps(r0 + w_, wmask);                             \
+                for (int64_t i_ = 1; i_ < nr; ++i_)                                         \
+                    m_ = pool_op(m_, _mm256_maskload_ps(r0 + i_ * rs + w_, wmask), IS_MAX); \
+                out = _mm256_blendv_ps(pad, m_, _mm256_castsi256_ps(wmask));               \
+            }                                                                               \
+        } while (0)
+        __m256 cur, nxt, lt = _mm256_permute2f128_ps(pad, pad, 0x21);
+        ROWV(0, cur);
+        lt = _mm256_permute2f128_ps(pad, cur, 0x21);
+        float *yr = yp + p * W;
+        for (int64_t k = 0; k < nv; ++k) {
+            if (k + 1 < nv) ROWV(k + 1, nxt);
+            else nxt = pad;
+            const __m256 rt = _mm256_permute2f128_ps(cur, nxt, 0x21);
+            /* taps in order: column q-1, q, q+1 */
+            __m256 m = pool_op(pool_op(shift_in_left(cur, lt), cur, IS_MAX),
+                               shift_in_right(cur, rt), IS_MAX);
+            if (!IS_MAX) /* "+ 0": the portable path's +0 start (see pool_plane_t) */
+                m = div_by_recip(_mm256_add_ps(m, zero),
+                                 _mm256_mul_ps(rsp, _mm256_loadu_ps(dv + 8 * k)),
+                                 _mm256_loadu_ps(rcp + 8 * k));
+            if (p * W + 8 * k + 8 <= P * W) _mm256_storeu_ps(yr + 8 * k, m);
+            else _mm256_maskstore_ps(yr + 8 * k, wmask, m);
+            lt = rt;
+            cur = nxt;
+        }
+#undef ROWV
+    }
+}
+
+/* One plane of max (IS_MAX) or average pooling. buf: pbk row buffers of bl floats, the
+   padding value (-inf for max, 0 for sums) outside [pl, pl+W) of each.
+   Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * dv[q] with rowspan(p)
+   as in the portable path; rc[rowspan * qp + q] = 1 / (rowspan * dv[q]) (qp: Q rounded up
+   to 8; dv and rc padded with 1). Sums run in the portable path's order: the rows of a
+   column in order, then the taps in order; the portable path starts both folds from +0,
+   which only turns a -0 sum into +0: one "+ 0" at the end does the same.
+   Always inlined into the instances below with KH, KW, SW literal (0: take kh, kw, sw), so
+   the common shapes get unrolled taps and no stride branch. Output rows go in blocks of pbk:
+   row-fold the block into its buffers, then column-fold them (the column loads never wait
+   on the row stores). */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q, int64_t kh,
+             int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb,
+             int64_t dh, int64_t dw, int count_include_pad, const float *dv, const float *rc,
+             float *buf, int64_t bl, int64_t pbk, const int IS_MAX, const int KH, const int KW,
+             const int SW)
 {
     if (KH) kh = KH;
     if (KW) kw = KW, dw = 1;
     if (SW) sw = SW;
-    const int64_t wv = W & ~(int64_t)7, qv = Q & ~(int64_t)7;
+    if (!IS_MAX) dh = dw = 1;
+    if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
+        pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, dv, rc, IS_MAX, KH);
+        return;
+    }
+    const int64_t wv = W & ~(int64_t)7, qv = Q & ~(int64_t)7, qp = (Q + 7) & ~(int64_t)7;
     const __m256i wmask = fc_avx2_tailmask(W - wv), qmask = fc_avx2_tailmask(Q - qv);
     const __m256i gidx = _mm256_mullo_epi32(_mm256_set1_epi32((int)sw),
                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
     for (int64_t p0 = 0; p0 < P; p0 += pbk) {
       const int64_t p1 = p0 + pbk < P ? p0 + pbk : P;
       for (int64_t p = p0; p < p1; ++p) {
@@ -138,8 +271,8 @@ max_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
         const int64_t nr = i1 - i0, rs = dh * W;
         /* fold the window's rows into row[0, W) */
         if (nr <= 0) {
-            for (int64_t w = 0; w < wv; w += 8) _mm256_storeu_ps(row + w, ninf);
-            if (wv < W) _mm256_maskstore_ps(row + wv, wmask, ninf);
+            for (int64_t w = 0; w < wv; w += 8) _mm256_storeu_ps(row + w, pad);
+            if (wv < W) _mm256_maskstore_ps(row + wv, wmask, pad);
         } else {
             int64_t w = 0;
             if (KH && nr == KH) /* interior rows: taps unrolled */
@@ -148,32 +281,56 @@ max_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
                     _mm_prefetch((const char *)(r0 + w + POOL_PF), _MM_HINT_T0);
                     for (int i = 1; i < KH; ++i) {
                         _mm_prefetch((const char *)(r0 + i * rs + w + POOL_PF), _MM_HINT_T0);
-                        m = fc_avx2_nanmax(m, _mm256_loadu_ps(r0 + i * rs + w));
+                        m = pool_op(m, _mm256_loadu_ps(r0 + i * rs + w), IS_MAX);
                     }
                     _mm256_storeu_ps(row + w, m);
                 }
             for (; w < wv; w += 8) {
                 __m256 m = _mm256_loadu_ps(r0 + w);
                 for (int64_t i = 1; i < nr; ++i)
-                    m = fc_avx2_nanmax(m, _mm256_loadu_ps(r0 + i * rs + w));
+                    m = pool_op(m, _mm256_loadu_ps(r0 + i * rs + w), IS_MAX);
                 _mm256_storeu_ps(row + w, m);
             }
-            if (w < W) {
+            if (w < W && W >= 8) { /* tail: the last 8 columns again, overlapping */
+                w = W - 8;
+                __m256 m = _mm256_loadu_ps(r0 + w);
+                for (int64_t i = 1; i < nr; ++i)
+                    m = pool_op(m, _mm256_loadu_ps(r0 + i * rs + w), IS_MAX);
+                _mm256_storeu_ps(row + w, m);
+            } else if (w < W) {
                 __m256 m = _mm256_maskload_ps(r0 + w, wmask);
                 for (int64_t i = 1; i < nr; ++i)
-                    m = fc_avx2_nanmax(m, _mm256_maskload_ps(r0 + i * rs + w, wmask));
+                    m = pool_op(m, _mm256_maskload_ps(r0 + i * rs + w, wmask), IS_MAX);
                 _mm256_maskstore_ps(row + w, wmask, m);
             }
         }
       }
       /* fold the columns of the block's rows (stored a while ago: no store-forwarding
-         stalls on the overlapping unaligned loads): y[q] = max_j buf[q*sw + j*dw] */
+         stalls on the overlapping unaligned loads): y[q] = op_j buf[q*sw + j*dw] */
       for (int64_t p = p0; p < p1; ++p) {
         float *yr = yp + p * Q;
-        for (int64_t q = 0; q < Q; q += 8) {
+        __m256 rsp = zero;
+        const float *rcp = rc;
+        if (!IS_MAX) {
+            int64_t hs = p * sh - pt, he = hs + kh;
+            if (he > H + pb) he = H + pb;
+            const int64_t hspan = he - hs; /* rows of the window inside the padded input */
+            if (hs < 0) hs = 0;
+            if (he > H) he = H;
+            const int64_t rsv = count_include_pad ? hspan : he - hs;
+            rsp = _mm256_set1_ps((float)rsv);
+            rcp = rc + rsv * qp;
+        }
+        /* Q % 8 tail: when Q >= 8 the last 8 outputs again, overlapping (a masked store
+           costs ~20 cycles on Zen 3), else a masked store */
+        for (int64_t q = 0; q < Q; q = Q < 8 || q + 16 <= Q || q + 8 >= Q ? q + 8 : Q - 8) {
             const float *b = buf + (p - p0) * bl + q * sw;
             __m256 m = tap8(b, sw, gidx);
-            for (int64_t j = 1; j < kw; ++j) m = fc_avx2_nanmax(m, tap8(b + j * dw, sw, gidx));
+            for (int64_t j = 1; j < kw; ++j) m = pool_op(m, tap8(b + j * dw, sw, gidx), IS_MAX);
+            if (!IS_MAX)
+                m = div_by_recip(_mm256_add_ps(m, zero),
+                                 _mm256_mul_ps(rsp, _mm256_loadu_ps(dv + q)),
+                                 _mm256_loadu_ps(rcp + q));
             if (q < qv) _mm256_storeu_ps(yr + q, m);
             else _mm256_maskstore_ps(yr + q, qmask, m);
         }
@@ -181,71 +338,31 @@ max_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
     }
 }
 
-FC_TARGET_AVX2 static void max_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W,
-                                          int64_t P, int64_t Q, int64_t kh, int64_t kw,
-                                          int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                                          int64_t dh, int64_t dw, float *buf, int64_t bl,
-                                          int64_t pbk)
+FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W,
+                                           int64_t P, int64_t Q, int64_t kh, int64_t kw,
+                                           int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                                           int64_t pb, int64_t dh, int64_t dw,
+                                           int count_include_pad, const float *dv,
+                                           const float *rc, float *buf, int64_t bl,
+                                           int64_t pbk, int is_max)
 {
-#define MAXP(a, b, c) \
-    max_plane_t(xp, yp, H, W, P, Q, kh, kw, sh, sw, pt, pl, dh, dw, buf, bl, pbk, a, b, c)
-    if (dw == 1 && kh == 3 && kw == 3 && sw == 2) MAXP(3, 3, 2);
-    else if (dw == 1 && kh == 2 && kw == 2 && sw == 2) MAXP(2, 2, 2);
-    else if (dw == 1 && kh == 3 && kw == 3 && sw == 1) MAXP(3, 3, 1);
-    else if (sw == 1) MAXP(0, 0, 1);
-    else if (sw == 2) MAXP(0, 0, 2);
-    else MAXP(0, 0, 0);
-#undef MAXP
-}
-
-/* One plane of average pooling (sums; the divisor as in the portable path). buf: 0 outside
-   [pl, pl+W). colspan: the divisor's column factor per output column. */
-FC_TARGET_AVX2 static void avg_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W,
-                                          int64_t P, int64_t Q, int64_t kh, int64_t kw,
-                                          int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                                          int64_t pb, int count_include_pad, float *buf,
-                                          const float *colspan)
-{
-    float *row = buf + pl;
-    const int64_t wv = W & ~(int64_t)7, qv = Q & ~(int64_t)7;
-    const __m256i wmask = fc_avx2_tailmask(W - wv), qmask = fc_avx2_tailmask(Q - qv);
-    const __m256i gidx = _mm256_mullo_epi32(_mm256_set1_epi32((int)sw),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m256 zero = _mm256_setzero_ps();
-    for (int64_t p = 0; p < P; ++p) {
-        int64_t hs = p * sh - pt, he = hs + kh;
-        if (he > H + pb) he = H + pb;
-        const int64_t hspan = he - hs;
-        if (hs < 0) hs = 0;
-        if (he > H) he = H;
-        const float *r0 = xp + hs * W;
-        const int64_t nr = he - hs;
-        int64_t w = 0;
-        for (; w < wv; w += 8) { /* 0 + rows in order, as the portable path */
-            __m256 s = zero;
-            for (int64_t i = 0; i < nr; ++i) s = _mm256_add_ps(s, _mm256_loadu_ps(r0 + i * W + w));
-            _mm256_storeu_ps(row + w, s);
-        }
-        if (w < W) {
-            __m256 s = zero;
-            for (int64_t i = 0; i < nr; ++i)
-                s = _mm256_add_ps(s, _mm256_maskload_ps(r0 + i * W + w, wmask));
-            _mm256_maskstore_ps(row + w, wmask, s);
-        }
-        const __m256 rowspan = _mm256_set1_ps((float)(count_include_pad ? hspan : he - hs));
-        float *yr = yp + p * Q;
-        for (int64_t q = 0; q < Q; q += 8) {
-            const float *b = buf + q * sw;
-            __m256 s = zero;
-            for (int64_t j = 0; j < kw; ++j) s = _mm256_add_ps(s, tap8(b + j, sw, gidx));
-            const __m256 cs = q < qv ? _mm256_loadu_ps(colspan + q)
-                                     : _mm256_maskload_ps(colspan + q, qmask);
-            /* masked-off lanes divide by 0 * rowspan; they are not stored */
-            s = _mm256_div_ps(s, _mm256_mul_ps(rowspan, cs));
-            if (q < qv) _mm256_storeu_ps(yr + q, s);
-            else _mm256_maskstore_ps(yr + q, qmask, s);
-        }
+#define POOLP(m, a, b, c)                                                                  \
+    pool_plane_t(xp, yp, H, W, P, Q, kh, kw, sh, sw, pt, pl, pb, dh, dw, count_include_pad, \
+                 dv, rc, buf, bl, pbk, m, a, b, c)
+#define POOL_SHAPES(m)                                                                     \
+    if (dw == 1 && kh == 3 && kw == 3 && sw == 2) POOLP(m, 3, 3, 2);                       \
+    else if (dw == 1 && kh == 2 && kw == 2 && sw == 2) POOLP(m, 2, 2, 2);                  \
+    else if (dw == 1 && kh == 3 && kw == 3 && sw == 1) POOLP(m, 3, 3, 1);                  \
+    else if (sw == 1) POOLP(m, 0, 0, 1);                                                   \
+    else if (sw == 2) POOLP(m, 0, 0, 2);                                                   \
+    else POOLP(m, 0, 0, 0);
+    if (is_max) {
+        POOL_SHAPES(1)
+    } else {
+        POOL_SHAPES(0)
     }
+#undef POOL_SHAPES
+#undef POOLP
 }
 #endif
 
@@ -269,8 +386,9 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
 #pragma omp for schedule(static)
             for (int64_t nc = 0; nc < N * C; ++nc)
                 if (buf)
-                    max_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw, stride_h,
-                                   stride_w, pad_top, pad_left, dil_h, dil_w, buf, bl, pbk);
+                    pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
+                                    stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
+                                    NULL, NULL, buf, bl, pbk, 1);
             fc_free(buf);
         }
         return failed ? -1 : 0;
@@ -313,17 +431,47 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
     int nt = fc_threads_for(N * C * P * Q * kh * kw, 16 * 1024);
     int failed = 0;
 #if FC_X86
-    const int avx2 = fc_isa() >= FC_ISA_AVX2;
-#else
-    const int avx2 = 0;
+    if (fc_isa() >= FC_ISA_AVX2) {
+        const int64_t bl = pool_buf_len(W, Q, kw, stride_w, 1, pad_left);
+        const int64_t pbk = pool_block_rows(bl, P), qp = (Q + 7) & ~(int64_t)7;
+        const int64_t nb = bl * pbk + qp * (kh + 2);
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+        {
+            /* pbk row buffers (0 outside the row), then the divisor's column factor per
+               output column (dv, qp) and its reciprocal tables rc[rowspan * qp + q] for
+               rowspan 0..kh (padding lanes 1) */
+            float *buf = fc_alloc_floats(nb);
+            failed = buf == NULL;
+            if (buf) {
+                float *dv = buf + bl * pbk, *rc = dv + qp;
+                for (int64_t i = 0; i < nb; ++i) buf[i] = i < bl * pbk ? 0.0f : 1.0f;
+                for (int64_t q = 0; q < Q; ++q) {
+                    int64_t ws = q * stride_w - pad_left, we = ws + kw;
+                    if (we > W + pad_right) we = W + pad_right;
+                    const int64_t wspan = we - ws; /* columns inside the padded input */
+                    if (ws < 0) ws = 0;
+                    if (we > W) we = W;
+                    dv[q] = (float)(count_include_pad ? wspan : we - ws);
+                    for (int64_t r = 0; r <= kh; ++r) rc[r * qp + q] = 1.0f / ((float)r * dv[q]);
+                }
+            }
+#pragma omp for schedule(static)
+            for (int64_t nc = 0; nc < N * C; ++nc)
+                if (buf)
+                    pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
+                                    stride_h, stride_w, pad_top, pad_left, pad_bottom, 1, 1,
+                                    count_include_pad, buf + bl * pbk, buf + bl * pbk + qp,
+                                    buf, bl, pbk, 0);
+            fc_free(buf);
+        }
+        return failed ? -1 : 0;
+    }
 #endif
-    const int64_t bl = avx2 ? pool_buf_len(W, Q, kw, stride_w, 1, pad_left) : W;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
         /* row buffer (W) + the divisor's column factor per output column (Q) */
-        float *row = fc_alloc_floats(bl + Q + 8), *colspan = row ? row + bl : NULL;
+        float *row = fc_alloc_floats(W + Q), *colspan = row ? row + W : NULL;
         failed = row == NULL;
-        for (int64_t i = 0; row && i < bl + Q + 8; ++i) row[i] = 0.0f;
         for (int64_t q = 0; row && q < Q; ++q) {
             int64_t ws = q * stride_w - pad_left, we = ws + kw;
             if (we > W + pad_right) we = W + pad_right;
@@ -337,13 +485,6 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
             if (!row) continue;
             const float *xp = x + nc * H * W;
             float *yp = y + nc * P * Q;
-#if FC_X86
-            if (avx2) {
-                avg_plane_avx2(xp, yp, H, W, P, Q, kh, kw, stride_h, stride_w, pad_top,
-                               pad_left, pad_bottom, count_include_pad, row, colspan);
-                continue;
-            }
-#endif
             for (int64_t p = 0; p < P; ++p) {
                 float *yr = yp + p * Q;
                 int64_t hs = p * stride_h - pad_top, he = hs + kh;

@@ -61,6 +61,21 @@ def run_checks():
                 b = fastconv.avg_pool2d(xf, k, s, p, cm, cip, backend="naive")
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6,
                                            err_msg=str(("avg", W, k, s, p, cm, cip)))
+    # average pooling with +-inf / NaN inputs (the AVX2 divide is a reciprocal + FMA
+    # residual that must keep inf / NaN), and the register-only 3x3/1 "same" pool
+    for W in (1, 2, 3, 7, 8, 9, 17, 28):
+        x = rng.standard_normal((2, 3, W % 5 + 3, W)).astype(np.float32)
+        x.flat[rng.integers(0, x.size, 3)] = np.inf
+        x.flat[rng.integers(0, x.size, 2)] = -np.inf
+        x.flat[rng.integers(0, x.size, 1)] = np.nan
+        for k, s, p in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 1, 0)]:
+            if not _pool_ok(W, k, p, 1) or not _pool_ok(W % 5 + 3, k, p, 1):
+                continue
+            for cip in (True, False):
+                a = fastconv.avg_pool2d(x, k, s, p, False, cip, backend="c")
+                b = fastconv.avg_pool2d(x, k, s, p, False, cip, backend="naive")
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6,
+                                           err_msg=str(("avg inf", W, k, s, p, cip)))
     # global average pooling: ragged plane sizes
     for HW in list(range(1, 20)) + [49, 64, 65]:
         x = rng.standard_normal((2, 5, HW, 1)).astype(np.float32)
