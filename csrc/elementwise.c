@@ -10,7 +10,10 @@
  *                  polynomial (~2 ulp) when the CPU has AVX2, else libm expf.
  *   fc_lrn         PyTorch's window [c - size/2, c + (size-1)/2] clipped to [0, C); direct
  *                  sum per window (no running sum, so no cancellation); beta = 0.75 uses
- *                  sqrt(t) * sqrt(sqrt(t)) instead of powf.
+ *                  sqrt(t) * sqrt(sqrt(t)) instead of powf. AVX2, beta = 0.75: one fused
+ *                  pass per (n, 512-float spatial chunk) squares channel s into a ring and
+ *                  writes output channel s - (size-1)/2 (x read from memory once, y
+ *                  prefetched for write); x^-0.75 from two rsqrt + a first-order correction.
  *   fc_batch_norm  (x - mean) * (weight / sqrt(var + eps)) + bias, scale computed in double.
  * Threads: one global count, passed as num_threads(...) to every parallel region, because
  * omp_set_num_threads only changes the calling thread's ICV and Python may call from any
@@ -18,6 +21,7 @@
  */
 #include "fastconv.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,45 +279,80 @@ FC_CLONES void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, in
 #define LRN_CH 1024
 
 #if FC_X86
-#define LRN_AVX_CH 2048
+#ifndef LRN_AVX_CH
+#define LRN_AVX_CH 512
+#endif
+/* ring row stride: 16 floats more than a chunk, so that the ring rows are not 4 KiB apart
+   (a store to one row would otherwise falsely alias the loads of the row two slots away) */
+#define LRN_RING_LD (LRN_AVX_CH + 16)
+/* floats per spatial chunk: size + 3 rows of it stay in L1 */
+#ifndef LRN_PF
+#define LRN_PF 2
+#endif
+      /* prefetch the x and y rows this many channels ahead */
+/* prefetch for writing (the y rows are written whole, but a write still reads the line) */
+#define LRN_PREFETCHW(p) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(p)))
 
-/* x^-0.75 scale of 8 lanes: u0 = r*r*rsqrt(r) with r = rsqrt(t) (~1e-3), then one Newton
-   step on u^4 t^3 = 1: u = u0 (1.25 - 0.25 (u0^2 t)^2 t), ~3e-6 relative. Lanes with t
-   outside [1e-30, 1e30] (or NaN, negative) take the exact 1 / (sqrt(t) sqrt(sqrt(t))). */
-FC_TARGET_AVX2 static inline __m256 lrn_scale_avx2(__m256 t)
+/* y = x * c * t^-0.75 of 8 lanes, for normal, finite t > 0, with lc = {2.25 c, 0.75 c, 0.5 c}.
+   r = rsqrt(t) and s = rsqrt(r) are ~12-bit; u0 = r (r s) ~ t^-0.75 (1+e1)^1.5 (1+e2) where
+   h1 = r^2 t = (1+e1)^2 and h2 = s^2 r = (1+e2)^2 measure the two errors, so
+   t^-0.75 = u0 h1^-0.75 h2^-0.5 ~ u0 (2.25 - 0.75 h1 - 0.5 h2), second-order error < 1e-6.
+   h1 and h2 are independent of each other (short dependency chains), and every intermediate
+   is t^(+-1/4), t^(+-1/2), t^-0.75 or ~1, so nothing over- or underflows for t in
+   [FLT_MIN, FLT_MAX]. The callers take the exact path for rows with t outside that range
+   (0, subnormal, inf). NaN and negative t give NaN here, as the exact formula does. */
+typedef struct { __m256 c225, c075, c05; } lrn_consts;
+
+FC_TARGET_AVX2 static inline __m256 lrn_apply_avx2(__m256 x, __m256 t, lrn_consts lc)
 {
-    const __m256 r = _mm256_rsqrt_ps(t);
-    const __m256 u0 = _mm256_mul_ps(_mm256_mul_ps(r, r), _mm256_rsqrt_ps(r));
-    const __m256 b = _mm256_mul_ps(_mm256_mul_ps(u0, u0), t);
-    const __m256 p = _mm256_mul_ps(_mm256_mul_ps(b, b), t);
-    __m256 u = _mm256_mul_ps(u0, _mm256_fnmadd_ps(p, _mm256_set1_ps(0.25f), _mm256_set1_ps(1.25f)));
-    const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(t, _mm256_set1_ps(1e-30f), _CMP_GE_OQ),
-                                    _mm256_cmp_ps(t, _mm256_set1_ps(1e30f), _CMP_LE_OQ));
-    if (_mm256_movemask_ps(ok) != 0xFF) {
-        const __m256 q = _mm256_sqrt_ps(t);
-        const __m256 exact = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(q, _mm256_sqrt_ps(q)));
-        u = _mm256_blendv_ps(exact, u, ok);
-    }
-    return u;
+    const __m256 r = _mm256_rsqrt_ps(t), s = _mm256_rsqrt_ps(r);
+    const __m256 rs = _mm256_mul_ps(r, s);
+    const __m256 h1 = _mm256_mul_ps(_mm256_mul_ps(r, t), r), h2 = _mm256_mul_ps(rs, s);
+    const __m256 corr = _mm256_fnmadd_ps(h2, lc.c05, _mm256_fnmadd_ps(h1, lc.c075, lc.c225));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(x, r), rs), corr);
 }
 
-/* beta == 0.75. Per (n, spatial chunk): walk the channels keeping the squares of the
-   window's channels in a ring of `size` rows (each x^2 computed once, not size times),
-   sum the window directly in channel order (no running sum, so no cancellation). */
+/* one output row chunk from the squares in the ring, exactly (1 / (sqrt(t) sqrt(sqrt(t)))):
+   the rare rows where some t is 0, subnormal or inf. Same summation order as the fast loop. */
+static void lrn_row_exact(const float *const *rp, int64_t nw, const float *xr, float *yr,
+                          int64_t len, float a, float k)
+{
+    for (int64_t i = 0; i < len; ++i) {
+        float s = rp[0][i];
+        for (int64_t w = 1; w < nw; ++w) s += rp[w][i];
+        const float t = k + a * s, r = sqrtf(t);
+        yr[i] = xr[i] / (r * sqrtf(r));
+    }
+}
+
+/* beta == 0.75. Per (n, spatial chunk of <= LRN_AVX_CH floats) one pass over the channels:
+   step s squares the newest channel row s into a ring of `size` rows (each x loaded from
+   memory once, its square reused by `size` outputs) and, in the same loop, sums the window
+   of output channel s - (size-1)/2 directly in channel order (no running sum, so no
+   cancellation) and writes that output row; x of the output row was loaded (size-1)/2
+   steps ago, so it is still in L1. The x row LRN_PF channels ahead is prefetched. */
 FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t C, int64_t L,
                                     int64_t size, float a, float k)
 {
     /* chunks of at most LRN_AVX_CH floats, equal lengths rounded up to 8 */
     const int64_t nch = (L + LRN_AVX_CH - 1) / LRN_AVX_CH, items = N * nch;
     const int64_t chl = ((L + nch - 1) / nch + 7) & ~(int64_t)7;
+    const int64_t lo = size / 2, hi = (size - 1) / 2;
     int nt = fc_threads_for(N * C * L * size, 16 * 1024);
     if (nt > items) nt = (int)items;
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
-        float *ring = fc_alloc_floats(size * LRN_AVX_CH);
+        float *ring = fc_alloc_floats(size * LRN_RING_LD);
         const float **rp = malloc((size_t)size * sizeof(*rp)); /* the window's ring rows */
         failed = !ring || !rp;
+        /* (k + a S)^-0.75 = a^-0.75 (S + k/a)^-0.75: with a in a sane range the hot loop
+           adds k/a (an add, off the busy multiply ports) and a^-0.75 goes into lc */
+        const int scaled = a >= 1e-30f && a <= 1e30f;
+        const float ca = scaled ? (float)pow((double)a, -0.75) : 1.0f;
+        const __m256 va = _mm256_set1_ps(scaled ? 1.0f : a), vk = _mm256_set1_ps(scaled ? k / a : k);
+        const lrn_consts lc = {_mm256_set1_ps(2.25f * ca), _mm256_set1_ps(0.75f * ca),
+                               _mm256_set1_ps(0.5f * ca)};
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it) {
             if (!ring || !rp) continue;
@@ -324,44 +363,82 @@ FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t 
             const __m256i tm = fc_avx2_tailmask(len - lv);
             const float *xn = x + n * C * L + l0;
             float *yn = y + n * C * L + l0;
-            int64_t have = 0; /* squares of channels [0, have) computed */
-            for (int64_t c = 0; c < C; ++c) {
-                const int64_t c0 = c - size / 2 < 0 ? 0 : c - size / 2;
-                const int64_t c1 = c + (size - 1) / 2 >= C ? C - 1 : c + (size - 1) / 2;
-                for (; have <= c1; ++have) {
-                    const float *xr = xn + have * L;
-                    float *sq = ring + (have % size) * LRN_AVX_CH;
+            for (int64_t s = 0; s < C + hi; ++s) {
+                const int newest = s < C; /* channel s is squared in this step */
+                const float *xs = xn + s * L;
+                float *sq = ring + (s % size) * LRN_RING_LD;
+                const float *pf = xn + (s + LRN_PF < C ? s + LRN_PF : C - 1) * L;
+                const int64_t c = s - hi; /* output channel of this step */
+                if (c < 0) { /* window not complete yet: only square */
                     int64_t i = 0;
                     for (; i < lv; i += 8) {
-                        const __m256 v = _mm256_loadu_ps(xr + i);
-                        _mm_prefetch((const char *)(xr + L + i), _MM_HINT_T0); /* next channel */
+                        const __m256 v = _mm256_loadu_ps(xs + i);
+                        _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
                         _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
                     }
                     if (i < len) {
-                        const __m256 v = _mm256_maskload_ps(xr + i, tm);
+                        const __m256 v = _mm256_maskload_ps(xs + i, tm);
                         _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
                     }
+                    continue;
                 }
+                const int64_t c0 = c - lo < 0 ? 0 : c - lo;
+                const int64_t c1 = c + hi >= C ? C - 1 : c + hi;
+                const int64_t nw = c1 - c0 + 1;
+                for (int64_t cc = c0; cc <= c1; ++cc) rp[cc - c0] = ring + (cc % size) * LRN_RING_LD;
                 const float *xr = xn + c * L;
                 float *yr = yn + c * L;
-                const __m256 va = _mm256_set1_ps(a), vk = _mm256_set1_ps(k);
-                const int64_t nw = c1 - c0 + 1;
-                for (int64_t cc = c0; cc <= c1; ++cc) rp[cc - c0] = ring + (cc % size) * LRN_AVX_CH;
-                for (int64_t i = 0; i < len; i += 8) {
-                    __m256 sum = _mm256_setzero_ps();
-                    if (nw == 5) /* the common window, unrolled */
-                        sum = _mm256_add_ps(
-                            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
-                                sum, _mm256_load_ps(rp[0] + i)), _mm256_load_ps(rp[1] + i)),
-                                _mm256_load_ps(rp[2] + i)), _mm256_load_ps(rp[3] + i)),
-                            _mm256_load_ps(rp[4] + i));
-                    else
-                        for (int64_t w = 0; w < nw; ++w)
-                            sum = _mm256_add_ps(sum, _mm256_load_ps(rp[w] + i));
-                    const __m256 u = lrn_scale_avx2(_mm256_fmadd_ps(va, sum, vk));
-                    if (i < lv) _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(xr + i), u));
-                    else _mm256_maskstore_ps(yr + i, tm, _mm256_mul_ps(_mm256_maskload_ps(xr + i, tm), u));
+                const float *pw = yn + (c + LRN_PF < C ? c + LRN_PF : C - 1) * L;
+                __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_setzero_ps();
+                int64_t i = 0;
+                if (newest && nw == 5) { /* the common case: ring rows 0..3 + the new square */
+                    const float *r0 = rp[0], *r1 = rp[1], *r2 = rp[2], *r3 = rp[3];
+                    for (; i < lv; i += 8) {
+                        const __m256 v = _mm256_loadu_ps(xs + i);
+                        _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+                        LRN_PREFETCHW(pw + i);
+                        const __m256 q = _mm256_mul_ps(v, v);
+                        _mm256_store_ps(sq + i, q);
+                        const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
+                            _mm256_load_ps(r0 + i), _mm256_load_ps(r1 + i)), _mm256_load_ps(r2 + i)),
+                            _mm256_load_ps(r3 + i)), q);
+                        const __m256 t = scaled ? _mm256_add_ps(sum, vk) : _mm256_fmadd_ps(va, sum, vk);
+                        vmin = _mm256_min_ps(t, vmin);
+                        vmax = _mm256_max_ps(t, vmax);
+                        _mm256_storeu_ps(yr + i, lrn_apply_avx2(_mm256_loadu_ps(xr + i), t, lc));
+                    }
+                } else {
+                    for (; i < lv; i += 8) {
+                        __m256 sum;
+                        if (newest) {
+                            const __m256 v = _mm256_loadu_ps(xs + i);
+                            _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+                            _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
+                        }
+                        sum = _mm256_load_ps(rp[0] + i);
+                        for (int64_t w = 1; w < nw; ++w) sum = _mm256_add_ps(sum, _mm256_load_ps(rp[w] + i));
+                        const __m256 t = _mm256_fmadd_ps(va, sum, vk);
+                        vmin = _mm256_min_ps(t, vmin);
+                        vmax = _mm256_max_ps(t, vmax);
+                        _mm256_storeu_ps(yr + i, lrn_apply_avx2(_mm256_loadu_ps(xr + i), t, lc));
+                    }
                 }
+                if (i < len) { /* ragged end of the last chunk: masked lanes load 0 */
+                    if (newest) {
+                        const __m256 v = _mm256_maskload_ps(xs + i, tm);
+                        _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
+                    }
+                    __m256 sum = _mm256_load_ps(rp[0] + i);
+                    for (int64_t w = 1; w < nw; ++w) sum = _mm256_add_ps(sum, _mm256_load_ps(rp[w] + i));
+                    const __m256 t = _mm256_blendv_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(va, sum, vk), _mm256_castsi256_ps(tm));
+                    vmin = _mm256_min_ps(t, vmin);
+                    vmax = _mm256_max_ps(t, vmax);
+                    _mm256_maskstore_ps(yr + i, tm, lrn_apply_avx2(_mm256_maskload_ps(xr + i, tm), t, lc));
+                }
+                /* NaN lanes are skipped by min/max (they are right on the fast path) */
+                const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(vmin, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ),
+                                                _mm256_cmp_ps(vmax, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
+                if (_mm256_movemask_ps(bad)) lrn_row_exact(rp, nw, xr, yr, len, a, k);
             }
         }
         fc_free(ring);

@@ -116,6 +116,32 @@ def run_checks():
                 np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6,
                                            err_msg=str((N, C, H, W, size, k, alpha, beta)))
 
+    # LRN: sizes 1..7 over channel counts below / around the window and spatial sizes of
+    # one or several chunks (the AVX2 path works in chunks of <= 512 floats) with ragged
+    # ends; inf / NaN / zero inputs; squares that overflow (rows of t = inf) and positions
+    # where all x are 0 with k = 0 (t = 0): both take the exact per-row fallback. The
+    # reference sums the float32 squares in float32 like the kernels, then works in float64.
+    for (N, C, H, W) in [(1, 3, 9, 65), (2, 8, 23, 47), (1, 6, 1, 513), (1, 9, 2, 7)]:
+        for size in range(1, 8):
+            for k, alpha, scale in [(1.0, 1e-4, 1.0), (2.0, 1e-4, 30.0), (1.0, 1e-4, 1e25),
+                                    (0.0, 1e-2, 1.0), (1.0, 1e-4, 1e-20)]:
+                x = (rng.standard_normal((N, C, H, W)) * scale).astype(np.float32)
+                x.flat[rng.integers(0, x.size, 3)] = np.nan
+                x.flat[rng.integers(0, x.size, 2)] = np.inf
+                x[:, :, 0, :3] = 0.0
+                sq32 = x * x
+                s32 = np.zeros_like(x)
+                for c in range(C):
+                    lo, hi = max(0, c - size // 2), min(C - 1, c + (size - 1) // 2)
+                    acc = sq32[:, lo].copy()
+                    for cc in range(lo + 1, hi + 1):
+                        acc = acc + sq32[:, cc]
+                    s32[:, c] = acc
+                ref = x.astype(np.float64) / (k + alpha / size * s32.astype(np.float64)) ** 0.75
+                got = fastconv.local_response_norm(x, size, alpha, 0.75, k, backend="c")
+                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30,
+                                           err_msg=str(("lrn", N, C, H, W, size, k, alpha, scale)))
+
 
 def test_memory_paths_best_isa():
     run_checks()
