@@ -231,7 +231,9 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
     Columns past nb are zero. mode B_ROWMAJOR: B[k, j] = b[b_off + k*ldb + j]; B_TRANS:
     B[k, j] = b[b_off + j*ldb + k]; B_CONV (implicit im2col): row k = (c, r, s), column j =
     output pixel (p, q) -> b[b_off + (c*H + p*sh - pt + r*dh)*W + q*sw - pl + s*dw], zero
-    outside the input; geo = (H, W, R, S, Q, sh, sw, pt, pl, dh, dw)."""
+    outside the input. For B_CONV b is the zero-padded input (``_pad_input``), so the tap
+    is b[b_off + (c*Hp + p*sh + r*dh)*Wp + q*sw + s*dw] with no bounds test; geo = (Hp, Wp,
+    R, S, Q, sh, sw, pt, pl, dh, dw). ih0 (NC): scratch for per-pixel offsets."""
     npan = (nb + NR - 1) // NR
     if mode == B_ROWMAJOR:
         for jp in range(npan):
@@ -255,12 +257,11 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                     for kk in range(kc):
                         pb[(jp * kc + kk) * NR + jj] = 0.0
     else:
-        H, W, R, S, Q = geo[0], geo[1], geo[2], geo[3], geo[4]
-        sh, sw, pt, pl, dh, dw = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10]
-        for jj in range(npan * NR):
-            j = j0 + jj
-            ih0[jj] = (j // Q) * sh - pt
-            iw0[jj] = (j % Q) * sw - pl
+        Hp, Wp, R, S, Q = geo[0], geo[1], geo[2], geo[3], geo[4]
+        sh, sw, dh, dw = geo[5], geo[6], geo[9], geo[10]
+        for jj in range(npan * NR):  # pixel -> offset of its window's corner in the plane
+            j = min(j0 + jj, j0 + nb - 1)
+            ih0[jj] = (j // Q) * sh * Wp + (j % Q) * sw
         for jp in range(npan):
             jn = min(NR, nb - jp * NR)
             for kk in range(kc):
@@ -269,16 +270,26 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 rs = kr - c * (R * S)
                 r = rs // S
                 s = rs - r * S
-                plane = b_off + c * H * W
+                base = b_off + c * Hp * Wp + r * dh * Wp + s * dw
                 dst = (jp * kc + kk) * NR
                 for jj in range(NR):
-                    v = np.float32(0.0)
-                    if jj < jn:
-                        ih = ih0[jp * NR + jj] + r * dh
-                        iw = iw0[jp * NR + jj] + s * dw
-                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
-                            v = b[plane + ih * W + iw]
-                    pb[dst + jj] = v
+                    pb[dst + jj] = b[base + ih0[jp * NR + jj]]
+                for jj in range(jn, NR):
+                    pb[dst + jj] = 0.0
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _pad_input(x, xp, planes, H, W, Hp, Wp, pt, pl):
+    """xp (planes, Hp, Wp) = x (planes, H, W) placed at (pt, pl), zeros around it (the
+    implicit GEMM then gathers its B panels with no bounds checks)."""
+    for c in prange(planes):
+        o = c * Hp * Wp
+        for i in range(Hp * Wp):
+            xp[o + i] = 0.0
+        for h in range(H):
+            if h + pt < Hp:
+                for w in range(min(W, Wp - pl)):
+                    xp[o + (h + pt) * Wp + pl + w] = x[(c * H + h) * W + w]
 
 
 # ----------------------------------------------------------------------------- GEMM
@@ -470,7 +481,7 @@ def _conv2d_gemm(x, pa, bias, has_bias, y, N, C, K, PQ, CRS, mode, geo, groups, 
     Mp = (Kg + MR - 1) // MR * MR
     ntiles = (PQ + T - 1) // T
     nm = (Kg + mblk - 1) // mblk
-    HW = geo[0] * geo[1]
+    HW = geo[0] * geo[1]  # (padded) plane of the B source
     for it in prange(N * groups * ntiles * nm):
         mi = it % nm
         t = (it // nm) % ntiles
@@ -544,11 +555,18 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto", simd=True):
     Mp = -(-Kg // MR) * MR
     pa = np.empty(p.groups * Mp * CRS, np.float32)
     _pack_weights(wf, Kg, CRS, p.groups, pa)
-    geo = np.array([p.H, p.W, p.R, p.S, p.Q, p.stride_h, p.stride_w, p.pad_top, p.pad_left,
+    if algorithm == "1x1":
+        mode, src, Hp, Wp = B_ROWMAJOR, xf, p.H, p.W
+    else:  # implicit GEMM on a zero-padded copy of the input (input-sized, not im2col-sized)
+        mode = B_CONV
+        Hp = max(p.H + p.pad_top, (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1)
+        Wp = max(p.W + p.pad_left, (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1)
+        src = np.empty(p.N * p.C * Hp * Wp, np.float32)
+        _pad_input(xf, src, p.N * p.C, p.H, p.W, Hp, Wp, p.pad_top, p.pad_left)
+    geo = np.array([Hp, Wp, p.R, p.S, p.Q, p.stride_h, p.stride_w, p.pad_top, p.pad_left,
                     p.dil_h, p.dil_w], np.int64)
     T, mblk = _conv_tiles(p, numba.get_num_threads())
-    mode = B_ROWMAJOR if algorithm == "1x1" else B_CONV
-    _conv2d_gemm(xf, pa, bias1, has_bias, yf, p.N, p.C, p.K, p.P * p.Q, CRS, mode, geo,
+    _conv2d_gemm(src, pa, bias1, has_bias, yf, p.N, p.C, p.K, p.P * p.Q, CRS, mode, geo,
                  p.groups, T, mblk, relu, bool(simd))
     return y
 
