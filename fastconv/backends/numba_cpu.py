@@ -262,20 +262,26 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
         for jj in range(npan * NR):  # pixel -> offset of its window's corner in the plane
             j = min(j0 + jj, j0 + nb - 1)
             ih0[jj] = (j // Q) * sh * Wp + (j % Q) * sw
+        c0 = k0 // (R * S)
+        r0 = (k0 - c0 * R * S) // S
+        s0 = k0 - c0 * R * S - r0 * S
         for jp in range(npan):
             jn = min(NR, nb - jp * NR)
+            c, r, s = c0, r0, s0  # tap (c, r, s) of row k0 + kk, stepped without divisions
             for kk in range(kc):
-                kr = k0 + kk
-                c = kr // (R * S)
-                rs = kr - c * (R * S)
-                r = rs // S
-                s = rs - r * S
-                base = b_off + c * Hp * Wp + r * dh * Wp + s * dw
+                base = b_off + (c * Hp + r * dh) * Wp + s * dw
                 dst = (jp * kc + kk) * NR
                 for jj in range(NR):
                     pb[dst + jj] = b[base + ih0[jp * NR + jj]]
                 for jj in range(jn, NR):
                     pb[dst + jj] = 0.0
+                s += 1
+                if s == S:
+                    s = 0
+                    r += 1
+                    if r == R:
+                        r = 0
+                        c += 1
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
