@@ -4,7 +4,7 @@
   against its plain-loop twin, with each epilogue flag (accumulate, ReLU with NaN / -0.0);
 * the packed GEMM over ragged edges: M, N, K around the microkernel tile (6 x 16) and the
   cache blocks (KC, MC, NC), including 1, every trans flag, SIMD and plain-loop kernels;
-* each conv2d algorithm (direct, 1x1, implicit GEMM) forced on shapes it can run, with
+* each conv2d algorithm (direct, 1x1, implicit GEMM, Winograd F(2x2,3x3)) forced on shapes it can run, with
   padding, stride, dilation, groups, bias and fused ReLU, against the naive spec.
 Shapes stay small: the kernels are JIT-compiled once and cached (``cache=True``).
 """
@@ -154,6 +154,8 @@ _CONV = [
     (3, 4, 5, 5, 4, 1, 1, 1, 0, 1, 2),        # 1x1 grouped
     (1, 20, 6, 6, 33, 1, 1, 1, 0, 1, 1),      # 1x1, ragged M and N
     (1, 3, 40, 40, 2, 4, 4, 3, 1, 1, 1),      # K <= 4
+    (2, 5, 7, 6, 9, 3, 3, 1, (0, 2, 1, 0), 1, 1),  # 3x3 s1, asymmetric pad: winograd
+    (1, 3, 2, 3, 7, 3, 3, 1, 1, 1, 1),        # winograd: fewer pixels than one tile row
 ]
 
 
@@ -165,16 +167,20 @@ def _conv_case(case):
 
 
 def _can_run(algo, p):
-    return algo != "1x1" or nb._is_1x1(p)
+    if algo == "1x1":
+        return nb._is_1x1(p)
+    if algo == "winograd":
+        return nb._winograd_ok(p)
+    return True
 
 
 @pytest.mark.parametrize("activation", [None, "relu"])
-@pytest.mark.parametrize("algo", ["direct", "1x1", "implicit", "auto"])
+@pytest.mark.parametrize("algo", ["direct", "1x1", "implicit", "winograd", "auto"])
 @pytest.mark.parametrize("case", _CONV, ids=lambda c: "-".join(map(str, c)))
 def test_conv_algorithms_match_naive(case, algo, activation):
     x, w, bias, p = _conv_case(case)
     if not _can_run(algo, p):
-        with pytest.raises(ValueError, match="1x1"):
+        with pytest.raises(ValueError, match=algo):
             nb.conv2d(x, w, bias, p, activation, algorithm=algo)
         return
     ref = naive.conv2d(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64),
@@ -187,9 +193,9 @@ def test_conv_algorithms_match_naive(case, algo, activation):
         assert_close(y, expect, reduction=red)
 
 
-@pytest.mark.parametrize("algo", ["implicit", "1x1"])
+@pytest.mark.parametrize("algo", ["implicit", "1x1", "winograd"])
 def test_conv_gemm_plain_loop_fallback(algo):
-    x, w, bias, p = _conv_case(_CONV[6] if algo == "1x1" else _CONV[1])
+    x, w, bias, p = _conv_case({"1x1": _CONV[6], "implicit": _CONV[1], "winograd": _CONV[8]}[algo])
     y = nb.conv2d(x, w, bias, p, "relu", algorithm=algo, simd=False)
     ref = naive.conv2d(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64),
                        p, "relu")
@@ -200,7 +206,7 @@ def test_conv_relu_keeps_nan_in_every_algorithm():
     x, w, bias, p = _conv_case(_CONV[0])
     x[0, 0, 4, 4] = np.nan
     ref = naive.conv2d(x, w, bias, p, "relu")
-    for algo in ("direct", "implicit"):
+    for algo in ("direct", "implicit", "winograd"):
         y = nb.conv2d(x, w, bias, p, "relu", algorithm=algo)
         np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
         assert not np.signbit(y[~np.isnan(y)]).any()
@@ -210,12 +216,15 @@ def test_conv_choose_mirrors_c_rules():
     cases = {_CONV[4]: "direct", _CONV[6]: "1x1", _CONV[7]: "direct", _CONV[0]: "implicit"}
     for case, algo in cases.items():
         assert nb.conv2d_choose(_conv_case(case)[3]) == algo
+    big = _checks.check_conv2d(np.empty((1, 128, 28, 28), np.float32),
+                               np.empty((128, 128, 3, 3), np.float32), None, 1, 1, 1, 1)
+    assert nb.conv2d_choose(big) == "winograd"
 
 
 def test_unknown_algorithm_is_refused():
     x, w, bias, p = _conv_case(_CONV[0])
     with pytest.raises(ValueError, match="unknown conv2d algorithm"):
-        nb.conv2d(x, w, bias, p, None, algorithm="winograd")
+        nb.conv2d(x, w, bias, p, None, algorithm="fft")
 
 
 # --------------------------------------------------------------------------- threads / info
