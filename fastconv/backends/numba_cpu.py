@@ -314,6 +314,7 @@ def _sgemm_block(pa, pa_base, Mp, kdim, m0, m1, n0, n1, mode, b, b_off, ldb, geo
     for j0 in range(n0, n1, NC):
         nb = min(NC, n1 - j0)
         npan = (nb + NR - 1) // NR
+        a_outer = npan <= 4
         for k0 in range(0, kdim, KC):
             kc = min(KC, kdim - k0)
             _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0)
@@ -324,34 +325,40 @@ def _sgemm_block(pa, pa_base, Mp, kdim, m0, m1, n0, n1, mode, b, b_off, ldb, geo
                 flags |= 2
             for i0 in range(m0, m1, MC):
                 ib = min(MC, m1 - i0)
-                for jp in range(npan):
+                nip = (ib + MR - 1) // MR
+                for t in range(nip * npan):
+                    if a_outer:  # few B panels (<= 4, in L2): each A panel once, from L1
+                        ip = t // npan
+                        jp = t - ip * npan
+                    else:        # B panel in L1, the MC x KC block of A streamed from L2
+                        jp = t // nip
+                        ip = t - jp * nip
                     jn = min(NR, nb - jp * NR)
                     pb_off = jp * NR * kc
-                    for ip in range((ib + MR - 1) // MR):
-                        i = i0 + ip * MR
-                        mr = min(MR, m1 - i)
-                        pa_off = pa_base + k0 * Mp + (i // MR) * MR * kc
-                        c_off = y_off + i * ldc + j0 + jp * NR
-                        if mr == MR and jn == NR:
-                            if simd:
-                                _ukr_6x16(kc, pa, pa_off, pb, pb_off, y, c_off, ldc, flags)
-                            else:
-                                _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, y, c_off, ldc,
-                                                flags)
-                        else:  # ragged edge: full tile into tmp, then the valid part
-                            if simd:
-                                _ukr_6x16(kc, pa, pa_off, pb, pb_off, tmp, 0, NR, 0)
-                            else:
-                                _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, tmp, 0, NR, 0)
-                            for r in range(mr):
-                                for jj in range(jn):
-                                    v = tmp[r * NR + jj]
-                                    idx = c_off + r * ldc + jj
-                                    if flags & 1:
-                                        v += y[idx]
-                                    if flags & 2 and v <= 0:
-                                        v = np.float32(0.0)
-                                    y[idx] = v
+                    i = i0 + ip * MR
+                    mr = min(MR, m1 - i)
+                    pa_off = pa_base + k0 * Mp + (i // MR) * MR * kc
+                    c_off = y_off + i * ldc + j0 + jp * NR
+                    if mr == MR and jn == NR:
+                        if simd:
+                            _ukr_6x16(kc, pa, pa_off, pb, pb_off, y, c_off, ldc, flags)
+                        else:
+                            _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, y, c_off, ldc,
+                                            flags)
+                    else:  # ragged edge: full tile into tmp, then the valid part
+                        if simd:
+                            _ukr_6x16(kc, pa, pa_off, pb, pb_off, tmp, 0, NR, 0)
+                        else:
+                            _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, tmp, 0, NR, 0)
+                        for r in range(mr):
+                            for jj in range(jn):
+                                v = tmp[r * NR + jj]
+                                idx = c_off + r * ldc + jj
+                                if flags & 1:
+                                    v += y[idx]
+                                if flags & 2 and v <= 0:
+                                    v = np.float32(0.0)
+                                y[idx] = v
 
 
 def _grid(M, N, nt):
