@@ -35,7 +35,8 @@ __version__ = "0.1.0"
 
 
 def info():
-    """Version, usable backends, the C build (OpenMP, ISA picked at run time) and threads."""
+    """Version, usable backends, the C build (OpenMP, ISA picked at run time), numba's version
+    and threading layer, and threads."""
     import numpy
 
     from . import _registry
@@ -51,6 +52,10 @@ def info():
         result.update(_registry.backend_module("c").build_info())
     else:
         result["c_unavailable"] = _registry.unavailable().get("c")
+    if "numba" in result["backends"]:
+        result.update(_registry.backend_module("numba").build_info())
+    else:
+        result["numba_unavailable"] = _registry.unavailable().get("numba")
     return result
 
 

@@ -48,6 +48,7 @@ _BACKEND_MODULES = {
     "naive": ("fastconv.backends.naive", OPS),
     "numpy": ("fastconv.backends.numpy_", OPS),
     "c": ("fastconv.backends.c", OPS),
+    "numba": ("fastconv.backends.numba_cpu", OPS),
 }
 
 KERNELS = {
@@ -61,10 +62,10 @@ FLOAT64_BACKENDS = frozenset({"naive", "numpy"})
 
 # "auto" for host arrays: the first usable backend in this order. The C kernels
 # are the ones we tune (benchmarks/RESULTS.md records where they stand against
-# numpy and the peers, per layer); numpy is the portable fallback when the
-# extension is not built. Per-shape choices belong inside the C backend, which
+# numpy and the peers, per layer); numba (pure-Python packed GEMM, JIT-compiled) is
+# the fallback when the extension is not built, and numpy when numba is missing too. Per-shape choices belong inside the C backend, which
 # picks its conv algorithm per call, so this policy stays one line.
-AUTO_ORDER = ("c", "numpy")
+AUTO_ORDER = ("c", "numba", "numpy")
 
 _modules: dict[str, object] = {}
 _import_errors: dict[str, str] = {}
