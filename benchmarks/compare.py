@@ -105,8 +105,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="timing per candidate per round")
     parser.add_argument("--only", default="", help="comma-separated substrings of layer names")
-    parser.add_argument("--sections", default="gemm,conv,gemv,memory,scaling",
-                        help="comma-separated: gemm, conv, gemv, memory, scaling")
+    parser.add_argument("--sections", default="gemm,conv,gemv,memory,scaling,numba",
+                        help="comma-separated: gemm, conv, gemv, memory, scaling, numba")
     args = parser.parse_args(argv)
 
     fastconv.set_num_threads(args.threads)
@@ -198,6 +198,32 @@ def main(argv=None):
             speedup = float(np.median(np.array(res["one"]) / np.array(res["many"])))
             print(f"| {layer[0]} | {flops / np.median(res['one']) / 1e9:.1f} | "
                   f"{flops / np.median(res['many']) / 1e9:.1f} | {speedup:.2f} |", flush=True)
+    if "numba" in sections and "numba" in fastconv.backends():
+        # The Numba backend against the C backend (conv) and OpenBLAS (GEMM), same run.
+        print("\n| numba vs | layer | numba GFLOP/s | peer GFLOP/s | numba / peer |")
+        print("|---|---|---:|---:|---:|")
+        n = 1024
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        cands = {"numba": lambda: fastconv.gemm(a, a, backend="numba"),
+                 "numpy": lambda: np.matmul(a, a)}
+        res = alternate(cands, args.rounds, args.seconds)
+        ratio = float(np.median(np.array(res["numpy"]) / np.array(res["numba"])))
+        print(f"| OpenBLAS | sgemm {n}^3 | {2 * n ** 3 / np.median(res['numba']) / 1e9:.1f} | "
+              f"{2 * n ** 3 / np.median(res['numpy']) / 1e9:.1f} | {ratio:.2f} |", flush=True)
+        for layer in CONV_LAYERS:
+            if layer[0] not in ("alexnet.conv2", "alexnet.conv3", "vgg16.conv3_2"):
+                continue
+            _, N, C, H, W, K, R, S, stride, pad, groups = layer
+            x, w, b = (np.random.default_rng(0).standard_normal(s, dtype=np.float32)
+                       for s in ((N, C, H, W), (K, C // groups, R, S), (K,)))
+            res = alternate({
+                "numba": lambda: fastconv.conv2d(x, w, b, stride, pad, 1, groups, backend="numba"),
+                "c": lambda: fastconv.conv2d(x, w, b, stride, pad, 1, groups, backend="c"),
+            }, args.rounds, args.seconds)
+            flops = conv_flops(*layer[1:])
+            ratio = float(np.median(np.array(res["c"]) / np.array(res["numba"])))
+            print(f"| C backend | {layer[0]} | {flops / np.median(res['numba']) / 1e9:.1f} | "
+                  f"{flops / np.median(res['c']) / 1e9:.1f} | {ratio:.2f} |", flush=True)
     if "memory" in sections:
         print("\n| op | shape | c GB/s | NumPy copy GB/s (same bytes) | c / copy |")
         print("|---|---|---:|---:|---:|")

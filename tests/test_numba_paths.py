@@ -18,7 +18,7 @@ from fastconv.backends import naive
 
 from helpers import assert_close
 
-pytest.importorskip("numba")
+numba = pytest.importorskip("numba")
 nb = _registry.backend_module("numba") if "numba" in _registry.backends() else None
 pytestmark = pytest.mark.skipif(nb is None, reason=str(_registry.unavailable().get("numba")))
 
@@ -249,3 +249,27 @@ def test_info_reports_numba():
     info = fastconv.info()
     assert "numba" in info["backends"]
     assert info["numba"] and "numba_threading_layer" in info
+
+
+def test_thread_count_reaches_other_python_threads():
+    """numba's thread count is thread-local: fastconv's count must apply in a thread that
+    never called set_num_threads itself."""
+    import threading
+
+    import fastconv
+
+    before = fastconv.get_num_threads()
+    seen = []
+
+    def work():
+        fastconv.relu(np.ones(4, np.float32), backend="numba")
+        seen.append(numba.get_num_threads())
+
+    try:
+        fastconv.set_num_threads(1)
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    finally:
+        fastconv.set_num_threads(before)
+    assert seen == [1]

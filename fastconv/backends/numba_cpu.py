@@ -34,11 +34,14 @@ fastmath: the flag set ``_FM`` = contract, reassoc, arcp: never "nnan"/"ninf"/"n
 NaN tests (``v != v``), +-inf and the sign of zero keep IEEE meaning (max-pool NaN
 propagation, relu(NaN) = NaN and relu(-0.0) = +0.0, softmax of a row with +inf / all -inf).
 
-Threads: ``set_num_threads(n)`` maps to ``numba.set_num_threads`` clamped to
-``numba.config.NUMBA_NUM_THREADS`` (the maximum, fixed when numba is imported). Numba's
-setting is per calling thread: the registry calls it from the thread that sets it.
+Threads: fastconv's count (``fastconv.set_num_threads``) maps to ``numba.set_num_threads``
+clamped to ``numba.config.NUMBA_NUM_THREADS`` (the maximum, fixed when numba is imported).
+Numba's setting is per calling thread, so every entry point re-applies fastconv's count in
+the thread that calls it (``_in_fastconv_threads``).
 """
 from __future__ import annotations
+
+import functools
 
 import numba
 import numpy as np
@@ -46,9 +49,22 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .. import _registry
+
 # IEEE-preserving fast-math: reassociation (vectorised reductions), FMA contraction and
 # reciprocal division; no nnan / ninf / nsz.
 _FM = {"contract", "reassoc", "arcp"}
+
+
+def _in_fastconv_threads(fn):
+    """Entry point: run with fastconv's thread count in the calling thread (numba's is
+    thread-local, so a count set in another Python thread would not apply here)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        set_num_threads(_registry.get_num_threads())
+        return fn(*args, **kwargs)
+    return wrapper
+
 
 # GEMM blocking (float32, Zen 3: 32 KiB L1d, 512 KiB L2): microkernel MR x NR = 6 x 16;
 # a KC x NR panel of B (16 KiB) stays in L1, an MC x KC block of A (96 KiB) in L2.
@@ -403,6 +419,7 @@ def _packed_gemm(a, b, y, alpha, trans_a, trans_b, init, simd=True):
     return y
 
 
+@_in_fastconv_threads
 def gemm(a, b, c, alpha, beta, trans_a, trans_b, simd=True):
     """y = alpha op(a) op(b) + beta c (ONNX Gemm); c is None or a fresh (M, N) buffer.
     beta * c is applied as written (0 * inf is NaN); alpha is folded into the packed A."""
@@ -416,6 +433,7 @@ def gemm(a, b, c, alpha, beta, trans_a, trans_b, simd=True):
     return _packed_gemm(a, b, c, alpha, trans_a, trans_b, True, simd)
 
 
+@_in_fastconv_threads
 def linear(x, weight, bias):
     """x (rows, in) @ weight (out, in).T + bias: bias prefilled into y, B = weight^T."""
     y = np.empty((x.shape[0], weight.shape[0]), np.float32)
@@ -672,6 +690,7 @@ def _conv_tiles(p, nt):
     return T, mblk
 
 
+@_in_fastconv_threads
 def conv2d(x, weight, bias, p, activation, algorithm="auto", simd=True):
     """algorithm: a CONV_ALGORITHMS name (tests force one; the public op runs "auto").
     ValueError if it cannot do this shape ("1x1" needs a 1x1 stride-1 unpadded layer)."""
@@ -782,6 +801,7 @@ def _global_avg_pool2d(x, y, NC_, L):
         y[nc] = acc / np.float32(L)
 
 
+@_in_fastconv_threads
 def max_pool2d(x, p):
     y = np.empty(p.out_shape, np.float32)
     _max_pool2d(x.reshape(-1), y.reshape(-1), p.N * p.C, p.H, p.W, p.P, p.Q, p.kernel_h,
@@ -789,6 +809,7 @@ def max_pool2d(x, p):
     return y
 
 
+@_in_fastconv_threads
 def avg_pool2d(x, p):
     y = np.empty(p.out_shape, np.float32)
     _avg_pool2d(x.reshape(-1), y.reshape(-1), p.N * p.C, p.H, p.W, p.P, p.Q, p.kernel_h,
@@ -797,6 +818,7 @@ def avg_pool2d(x, p):
     return y
 
 
+@_in_fastconv_threads
 def global_avg_pool2d(x):
     N, C, H, W = x.shape
     y = np.empty((N, C, 1, 1), np.float32)
@@ -869,18 +891,21 @@ def _batch_norm(x, y, N, C, L, mean, var, weight, bias, eps):
             y[l] = (x[l] - m) / std * wv + bv
 
 
+@_in_fastconv_threads
 def relu(x):
     y = np.empty(x.shape, np.float32)
     _relu(x.reshape(-1), y.reshape(-1))
     return y
 
 
+@_in_fastconv_threads
 def softmax(x):
     y = np.empty(x.shape, np.float32)
     _softmax(x.reshape(-1), y.reshape(-1), *x.shape)
     return y
 
 
+@_in_fastconv_threads
 def local_response_norm(x, size, alpha, beta, k):
     y = np.empty(x.shape, np.float32)
     N, C, L = x.shape
@@ -889,6 +914,7 @@ def local_response_norm(x, size, alpha, beta, k):
     return y
 
 
+@_in_fastconv_threads
 def batch_norm(x, mean, var, weight, bias, eps):
     C = x.shape[1]
     weight = np.ones(C, np.float32) if weight is None else weight
@@ -904,8 +930,10 @@ def batch_norm(x, mean, var, weight, bias, eps):
 
 
 def set_num_threads(n):
-    """numba.set_num_threads(n) clamped to 1 .. NUMBA_NUM_THREADS (numba's fixed maximum)."""
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    """numba.set_num_threads(n) in the calling thread, clamped to 1 .. NUMBA_NUM_THREADS."""
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
 
 
 def build_info():
