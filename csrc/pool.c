@@ -229,6 +229,95 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
     }
 }
 
+/* 3x3, stride 1, dilation 1, one column of padding each side and Q == W (the "same" 3x3/1
+   pool of GoogLeNet / Inception), in two passes over a block of output rows: first the
+   window's rows of each output row into its own row buffer (interior rows: 3 plain loads and
+   2 ops per 8 columns; the 1-2 row edges their own loop), then y[q] = op(b[q-1], b[q], b[q+1])
+   from three unaligned loads of the buffer, whose padding lanes (b[-1], b[W..]) hold the
+   padding value. The buffers were written a block earlier, so the unaligned loads never wait
+   on the stores. Sums in the portable order (rows, then taps, both from +0: "+ 0" at the
+   end). Average: divided by cdiv when every window has that divisor (count_include_pad with
+   one row / column of padding each side), else by rowspan(p) * dv[q] as in pool_plane_t.
+   Row tails: the last 8 columns again, overlapping (W >= 8), else masked. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
+                 int64_t pb, int count_include_pad, const float *dv, const float *rc,
+                 float cdiv, float *buf, int64_t bl, int64_t pbk, const int IS_MAX)
+{
+    const int64_t wv = W & ~(int64_t)7, qp = (W + 7) & ~(int64_t)7;
+    const __m256i wmask = fc_avx2_tailmask(W - wv);
+    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
+    const __m256 cd = _mm256_set1_ps(cdiv);
+    /* column starts: 0, 8, ..., and W - 8 for a ragged row of >= 8 (overlapping) */
+    const int64_t wlast = W >= 8 ? W - 8 : 0;
+    for (int64_t p0 = 0; p0 < P; p0 += pbk) {
+        const int64_t p1 = p0 + pbk < P ? p0 + pbk : P;
+        for (int64_t p = p0; p < p1; ++p) {
+            float *row = buf + (p - p0) * bl + 1;
+            const int64_t h0 = p - pt;
+            int64_t i0, i1;
+            valid_range(h0, 1, 3, H, &i0, &i1);
+            const float *r0 = xp + (h0 + i0) * W;
+            const int64_t nr = i1 - i0;
+            if (nr == 3 && W >= 8) { /* interior rows */
+                for (int64_t w = 0;; w = w + 16 <= W ? w + 8 : wlast) {
+                    _mm_prefetch((const char *)(r0 + 2 * W + w + POOL_PF), _MM_HINT_T0);
+                    __m256 m = pool_op(_mm256_loadu_ps(r0 + w), _mm256_loadu_ps(r0 + W + w),
+                                       IS_MAX);
+                    m = pool_op(m, _mm256_loadu_ps(r0 + 2 * W + w), IS_MAX);
+                    _mm256_storeu_ps(row + w, m);
+                    if (w == wlast) break;
+                }
+            } else if (W >= 8) { /* edge rows: 0..2 rows of the window inside */
+                for (int64_t w = 0;; w = w + 16 <= W ? w + 8 : wlast) {
+                    __m256 m = pad;
+                    if (nr > 0) m = _mm256_loadu_ps(r0 + w);
+                    for (int64_t i = 1; i < nr; ++i)
+                        m = pool_op(m, _mm256_loadu_ps(r0 + i * W + w), IS_MAX);
+                    _mm256_storeu_ps(row + w, m);
+                    if (w == wlast) break;
+                }
+            } else { /* W < 8: one masked vector */
+                __m256 m = pad;
+                if (nr > 0) m = _mm256_maskload_ps(r0, wmask);
+                for (int64_t i = 1; i < nr; ++i)
+                    m = pool_op(m, _mm256_maskload_ps(r0 + i * W, wmask), IS_MAX);
+                _mm256_maskstore_ps(row, wmask, m);
+            }
+        }
+        for (int64_t p = p0; p < p1; ++p) {
+            const float *b = buf + (p - p0) * bl; /* b[q] is column q - 1 */
+            float *yr = yp + p * W;
+            __m256 dd = cd;
+            const float *rcp = rc;
+            if (!IS_MAX && cdiv == 0.0f) {
+                int64_t hs = p - pt, he = hs + 3;
+                if (he > H + pb) he = H + pb;
+                const int64_t hspan = he - hs;
+                if (hs < 0) hs = 0;
+                if (he > H) he = H;
+                const int64_t rsv = count_include_pad ? hspan : he - hs;
+                dd = _mm256_set1_ps((float)rsv);
+                rcp = rc + rsv * qp;
+            }
+            for (int64_t q = 0;; q = q + 16 <= W ? q + 8 : wlast) {
+                __m256 m = pool_op(pool_op(_mm256_loadu_ps(b + q), _mm256_loadu_ps(b + q + 1),
+                                           IS_MAX),
+                                   _mm256_loadu_ps(b + q + 2), IS_MAX);
+                if (!IS_MAX) {
+                    m = _mm256_add_ps(m, zero);
+                    if (cdiv != 0.0f) m = _mm256_div_ps(m, cd);
+                    else m = div_by_recip(m, _mm256_mul_ps(dd, _mm256_loadu_ps(dv + q)),
+                                          _mm256_loadu_ps(rcp + q));
+                }
+                if (W >= 8) _mm256_storeu_ps(yr + q, m);
+                else _mm256_maskstore_ps(yr + q, wmask, m);
+                if (q == wlast) break;
+            }
+        }
+    }
+}
+
 /* One plane of max (IS_MAX) or average pooling. buf: pbk row buffers of bl floats, the
    padding value (-inf for max, 0 for sums) outside [pl, pl+W) of each.
    Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * dv[q] with rowspan(p)
@@ -244,13 +333,18 @@ FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q, int64_t kh,
              int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb,
              int64_t dh, int64_t dw, int count_include_pad, const float *dv, const float *rc,
-             float *buf, int64_t bl, int64_t pbk, const int IS_MAX, const int KH, const int KW,
-             const int SW)
+             float cdiv, float *buf, int64_t bl, int64_t pbk, const int IS_MAX, const int KH,
+             const int KW, const int SW)
 {
     if (KH) kh = KH;
     if (KW) kw = KW, dw = 1;
     if (SW) sw = SW;
     if (!IS_MAX) dh = dw = 1;
+    if (KH == 3 && KW == 3 && SW == 1 && pl == 1 && Q == W && sh == 1 && dh == 1) {
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, dv, rc, cdiv, buf, bl,
+                         pbk, IS_MAX);
+        return;
+    }
     if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
         pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, dv, rc, IS_MAX, KH);
         return;
@@ -343,12 +437,12 @@ FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H
                                            int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                                            int64_t pb, int64_t dh, int64_t dw,
                                            int count_include_pad, const float *dv,
-                                           const float *rc, float *buf, int64_t bl,
-                                           int64_t pbk, int is_max)
+                                           const float *rc, float cdiv, float *buf,
+                                           int64_t bl, int64_t pbk, int is_max)
 {
 #define POOLP(m, a, b, c)                                                                  \
     pool_plane_t(xp, yp, H, W, P, Q, kh, kw, sh, sw, pt, pl, pb, dh, dw, count_include_pad, \
-                 dv, rc, buf, bl, pbk, m, a, b, c)
+                 dv, rc, cdiv, buf, bl, pbk, m, a, b, c)
 #define POOL_SHAPES(m)                                                                     \
     if (dw == 1 && kh == 3 && kw == 3 && sw == 2) POOLP(m, 3, 3, 2);                       \
     else if (dw == 1 && kh == 2 && kw == 2 && sw == 2) POOLP(m, 2, 2, 2);                  \
@@ -388,7 +482,7 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 if (buf)
                     pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
                                     stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
-                                    NULL, NULL, buf, bl, pbk, 1);
+                                    NULL, NULL, 0.0f, buf, bl, pbk, 1);
             fc_free(buf);
         }
         return failed ? -1 : 0;
@@ -435,6 +529,29 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         const int64_t bl = pool_buf_len(W, Q, kw, stride_w, 1, pad_left);
         const int64_t pbk = pool_block_rows(bl, P), qp = (Q + 7) & ~(int64_t)7;
         const int64_t nb = bl * pbk + qp * (kh + 2);
+        /* cdiv: the divisor when every window has the same one (else 0) */
+        int64_t rs0 = -1, cs0 = -1, same = 1;
+        for (int64_t p = 0; p < P && same; ++p) {
+            int64_t hs = p * stride_h - pad_top, he = hs + kh;
+            if (he > H + pad_bottom) he = H + pad_bottom;
+            const int64_t hspan = he - hs;
+            if (hs < 0) hs = 0;
+            if (he > H) he = H;
+            const int64_t r = count_include_pad ? hspan : he - hs;
+            same = rs0 < 0 || r == rs0;
+            rs0 = r;
+        }
+        for (int64_t q = 0; q < Q && same; ++q) {
+            int64_t ws = q * stride_w - pad_left, we = ws + kw;
+            if (we > W + pad_right) we = W + pad_right;
+            const int64_t wspan = we - ws;
+            if (ws < 0) ws = 0;
+            if (we > W) we = W;
+            const int64_t c = count_include_pad ? wspan : we - ws;
+            same = cs0 < 0 || c == cs0;
+            cs0 = c;
+        }
+        const float cdiv = same && rs0 > 0 && cs0 > 0 ? (float)rs0 * (float)cs0 : 0.0f;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
         {
             /* pbk row buffers (0 outside the row), then the divisor's column factor per
@@ -461,7 +578,7 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                     pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
                                     stride_h, stride_w, pad_top, pad_left, pad_bottom, 1, 1,
                                     count_include_pad, buf + bl * pbk, buf + bl * pbk + qp,
-                                    buf, bl, pbk, 0);
+                                    cdiv, buf, bl, pbk, 0);
             fc_free(buf);
         }
         return failed ? -1 : 0;

@@ -33,8 +33,8 @@ def _specials(x, rng):
 POOL_CASES = [(k, s, p, d, cm) for (k, s, p, d, cm) in [
     (1, 1, 0, 1, False), (2, 2, 0, 1, False), (2, 1, 1, 1, True), (3, 2, 0, 1, False),
     (3, 1, 1, 1, False), (3, 3, 1, 1, True), (5, 2, 2, 1, True), (5, 1, 2, 1, False),
-    (3, 2, 1, 2, False), (2, 3, 1, 3, True), (3, 2, 1, 1, True)]]
-WIDTHS = list(range(1, 21)) + [31, 55]
+    (3, 2, 1, 2, False), (2, 3, 1, 3, True), (3, 2, 1, 1, True), (3, 1, 1, 1, True)]]
+WIDTHS = list(range(1, 21)) + [28, 31, 55]
 
 
 def _pool_ok(W, k, p, d):
