@@ -34,18 +34,6 @@
 
 #define COL_FLOATS (256 * 1024) /* im2col tile budget: 1 MiB */
 
-/* Indices u in [0, count) with 0 <= start + u*step < limit form [*lo, *hi). */
-static void valid_range(int64_t start, int64_t step, int64_t count, int64_t limit,
-                        int64_t *lo, int64_t *hi)
-{
-    int64_t l = start < 0 ? (-start + step - 1) / step : 0;
-    int64_t h = start >= limit ? 0 : (limit - 1 - start) / step + 1;
-    if (h > count) h = count;
-    if (l > h) l = h;
-    *lo = l;
-    *hi = h;
-}
-
 static inline float relu1(float v) { return v <= 0.0f ? 0.0f : v; }
 
 /* ------------------------------------------------------------------ direct */

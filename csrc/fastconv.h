@@ -237,6 +237,27 @@ typedef struct {
 void fc_gemm_run(const fc_gemm_args *g, const fc_kernel *k, float *ws_a, float *ws_b,
                  int nthreads);
 
+/* Window clipping shared by conv.c and pool.c. */
+/* Indices u in [0, count) with 0 <= start + u*step < limit form [*lo, *hi). */
+static inline void valid_range(int64_t start, int64_t step, int64_t count, int64_t limit,
+                               int64_t *lo, int64_t *hi)
+{
+    if (step == 1) { /* no divisions (they were a visible part of a 28-wide row) */
+        int64_t l = start < 0 ? -start : 0, h = limit - start;
+        if (h > count) h = count;
+        if (h < 0) h = 0;
+        *lo = l > h ? h : l;
+        *hi = h;
+        return;
+    }
+    int64_t l = start < 0 ? (-start + step - 1) / step : 0;
+    int64_t h = start >= limit ? 0 : (limit - 1 - start) / step + 1;
+    if (h > count) h = count;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
 /* 64-byte aligned allocation of n floats (NULL on failure), and its release. */
 float *fc_alloc_floats(int64_t n);
 void fc_free(void *p);

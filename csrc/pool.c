@@ -18,24 +18,18 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* Indices u in [0, count) with 0 <= start + u*step < limit form [*lo, *hi). */
-static inline void valid_range(int64_t start, int64_t step, int64_t count, int64_t limit,
-                               int64_t *lo, int64_t *hi)
+/* The average divisor's factor along one axis for the window [start, start + k): clipped
+   to the padded input [-pad_begin, size + pad_end) with count_include_pad (PyTorch's rule;
+   start never lies before -pad_begin), else to the input [0, size). */
+static inline int64_t avg_span(int64_t start, int64_t k, int64_t size, int64_t pad_end,
+                               int count_include_pad)
 {
-    if (step == 1) { /* no divisions (they were a visible part of a 28-wide row) */
-        int64_t l = start < 0 ? -start : 0, h = limit - start;
-        if (h > count) h = count;
-        if (h < 0) h = 0;
-        *lo = l > h ? h : l;
-        *hi = h;
-        return;
-    }
-    int64_t l = start < 0 ? (-start + step - 1) / step : 0;
-    int64_t h = start >= limit ? 0 : (limit - 1 - start) / step + 1;
-    if (h > count) h = count;
-    if (l > h) l = h;
-    *lo = l;
-    *hi = h;
+    int64_t end = start + k;
+    if (end > size + pad_end) end = size + pad_end;
+    if (count_include_pad) return end - start;
+    if (start < 0) start = 0;
+    if (end > size) end = size;
+    return end - start;
 }
 
 /* Separable windows: a 2-D max (or sum) is a max over the window's rows of a max over
@@ -173,12 +167,7 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
         __m256 rsp = zero;
         const float *rcp = rc;
         if (!IS_MAX) { /* the divisor's row factor, as in the portable path */
-            int64_t hs = p * sh - pt, he = hs + kh;
-            if (he > H + pb) he = H + pb;
-            const int64_t hspan = he - hs;
-            if (hs < 0) hs = 0;
-            if (he > H) he = H;
-            const int64_t rsv = count_include_pad ? hspan : he - hs;
+            const int64_t rsv = avg_span(p * sh - pt, kh, H, pb, count_include_pad);
             rsp = _mm256_set1_ps((float)rsv);
             rcp = rc + rsv * qp;
         }
@@ -291,12 +280,7 @@ pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, in
             __m256 dd = cd;
             const float *rcp = rc;
             if (!IS_MAX && cdiv == 0.0f) {
-                int64_t hs = p - pt, he = hs + 3;
-                if (he > H + pb) he = H + pb;
-                const int64_t hspan = he - hs;
-                if (hs < 0) hs = 0;
-                if (he > H) he = H;
-                const int64_t rsv = count_include_pad ? hspan : he - hs;
+                const int64_t rsv = avg_span(p - pt, 3, H, pb, count_include_pad);
                 dd = _mm256_set1_ps((float)rsv);
                 rcp = rc + rsv * qp;
             }
@@ -406,12 +390,7 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
         __m256 rsp = zero;
         const float *rcp = rc;
         if (!IS_MAX) {
-            int64_t hs = p * sh - pt, he = hs + kh;
-            if (he > H + pb) he = H + pb;
-            const int64_t hspan = he - hs; /* rows of the window inside the padded input */
-            if (hs < 0) hs = 0;
-            if (he > H) he = H;
-            const int64_t rsv = count_include_pad ? hspan : he - hs;
+            const int64_t rsv = avg_span(p * sh - pt, kh, H, pb, count_include_pad);
             rsp = _mm256_set1_ps((float)rsv);
             rcp = rc + rsv * qp;
         }
@@ -532,22 +511,14 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         /* cdiv: the divisor when every window has the same one (else 0) */
         int64_t rs0 = -1, cs0 = -1, same = 1;
         for (int64_t p = 0; p < P && same; ++p) {
-            int64_t hs = p * stride_h - pad_top, he = hs + kh;
-            if (he > H + pad_bottom) he = H + pad_bottom;
-            const int64_t hspan = he - hs;
-            if (hs < 0) hs = 0;
-            if (he > H) he = H;
-            const int64_t r = count_include_pad ? hspan : he - hs;
+            const int64_t r = avg_span(p * stride_h - pad_top, kh, H, pad_bottom,
+                                       count_include_pad);
             same = rs0 < 0 || r == rs0;
             rs0 = r;
         }
         for (int64_t q = 0; q < Q && same; ++q) {
-            int64_t ws = q * stride_w - pad_left, we = ws + kw;
-            if (we > W + pad_right) we = W + pad_right;
-            const int64_t wspan = we - ws;
-            if (ws < 0) ws = 0;
-            if (we > W) we = W;
-            const int64_t c = count_include_pad ? wspan : we - ws;
+            const int64_t c = avg_span(q * stride_w - pad_left, kw, W, pad_right,
+                                       count_include_pad);
             same = cs0 < 0 || c == cs0;
             cs0 = c;
         }
@@ -563,12 +534,8 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 float *dv = buf + bl * pbk, *rc = dv + qp;
                 for (int64_t i = 0; i < nb; ++i) buf[i] = i < bl * pbk ? 0.0f : 1.0f;
                 for (int64_t q = 0; q < Q; ++q) {
-                    int64_t ws = q * stride_w - pad_left, we = ws + kw;
-                    if (we > W + pad_right) we = W + pad_right;
-                    const int64_t wspan = we - ws; /* columns inside the padded input */
-                    if (ws < 0) ws = 0;
-                    if (we > W) we = W;
-                    dv[q] = (float)(count_include_pad ? wspan : we - ws);
+                    dv[q] = (float)avg_span(q * stride_w - pad_left, kw, W, pad_right,
+                                            count_include_pad);
                     for (int64_t r = 0; r <= kh; ++r) rc[r * qp + q] = 1.0f / ((float)r * dv[q]);
                 }
             }
@@ -590,12 +557,8 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         float *row = fc_alloc_floats(W + Q), *colspan = row ? row + W : NULL;
         failed = row == NULL;
         for (int64_t q = 0; row && q < Q; ++q) {
-            int64_t ws = q * stride_w - pad_left, we = ws + kw;
-            if (we > W + pad_right) we = W + pad_right;
-            const int64_t wspan = we - ws; /* columns inside the padded input */
-            if (ws < 0) ws = 0;
-            if (we > W) we = W;
-            colspan[q] = (float)(count_include_pad ? wspan : we - ws);
+            colspan[q] = (float)avg_span(q * stride_w - pad_left, kw, W, pad_right,
+                                         count_include_pad);
         }
 #pragma omp for schedule(static)
         for (int64_t nc = 0; nc < N * C; ++nc) {
@@ -604,11 +567,8 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
             float *yp = y + nc * P * Q;
             for (int64_t p = 0; p < P; ++p) {
                 float *yr = yp + p * Q;
-                int64_t hs = p * stride_h - pad_top, he = hs + kh;
-                if (he > H + pad_bottom) he = H + pad_bottom;
-                const int64_t hspan = he - hs; /* rows of the window inside the padded input */
-                if (hs < 0) hs = 0;
-                if (he > H) he = H;
+                const int64_t h0 = p * stride_h - pad_top;
+                const int64_t hs = h0 < 0 ? 0 : h0, he = h0 + kh < H ? h0 + kh : H;
                 for (int64_t w = 0; w < W; ++w) row[w] = 0.0f;
                 for (int64_t h = hs; h < he; ++h) {
                     const float *xr = xp + h * W;
@@ -617,7 +577,8 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 }
                 fold_columns_any(row, yr, Q, W, kw, stride_w, 1, pad_left, 0);
                 /* divisor = rows x columns, both exact small integers in float */
-                const float rowspan = (float)(count_include_pad ? hspan : he - hs);
+                const float rowspan =
+                    (float)avg_span(h0, kh, H, pad_bottom, count_include_pad);
 #pragma omp simd
                 for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] / (rowspan * colspan[q]);
             }
