@@ -17,7 +17,7 @@ arguments (after validation by ``_checks``):
     relu(x)                                                  -> y (same shape)
     softmax(x)                  over axis 1 of (outer, L, inner)
     local_response_norm(x, size, alpha, beta, k)  x (N, C, L)
-    batch_norm(x, mean, var, weight, bias, eps)   x (N, C, L)
+    batch_norm(x, mean, var, weight, bias, eps)   x (N, C, L); weight/bias always given
 
 Inputs arrive C-contiguous, in the backend's compute dtype (``COMPUTE_DTYPES``),
 never empty, and must not be written to. ``c`` in gemm is the exception: it is a

@@ -83,9 +83,8 @@ def global_avg_pool2d(x):
 
 
 def _sgemm(a, b, y, alpha, beta, trans_a, trans_b):
-    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    N = b.shape[0] if trans_b else b.shape[1]
-    assert y.shape == (M, N)
+    M, N = y.shape
+    K = a.shape[0] if trans_a else a.shape[1]
     _ok(lib.fc_sgemm_ex(trans_a, trans_b, M, N, K, alpha, _p(a), a.shape[1], _p(b), b.shape[1],
                         beta, _p(y), N, ffi.NULL, 0))
     return y
@@ -103,8 +102,7 @@ def _sgemv(trans, A, x, y, alpha, beta, bias=None):
 def _gemm_any(a, b, y, alpha, beta, trans_a, trans_b):
     """y (M, N) = alpha op(a) op(b) + beta y: GEMV when M or N is 1 (a vector operand is
     contiguous whichever way it is transposed), else the blocked SGEMM."""
-    M = a.shape[1] if trans_a else a.shape[0]
-    N = b.shape[0] if trans_b else b.shape[1]
+    M, N = y.shape
     if N == 1:   # y (M,) = op(a) b: b is K contiguous floats
         return _sgemv(trans_a, a, b, y, alpha, beta)
     if M == 1:   # y (N,) = op(b)^T a: op(b)^T is b itself when trans_b, else b^T
@@ -172,9 +170,6 @@ def local_response_norm(x, size, alpha, beta, k):
 
 
 def batch_norm(x, mean, var, weight, bias, eps):
-    C = x.shape[1]
-    weight = np.ones(C, np.float32) if weight is None else weight
-    bias = np.zeros(C, np.float32) if bias is None else bias
     y = _out(x.shape)
     lib.fc_batch_norm(_p(x), _p(y), *x.shape, _p(mean), _p(var), _p(weight), _p(bias), eps)
     return y

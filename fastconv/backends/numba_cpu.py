@@ -916,9 +916,6 @@ def local_response_norm(x, size, alpha, beta, k):
 
 @_in_fastconv_threads
 def batch_norm(x, mean, var, weight, bias, eps):
-    C = x.shape[1]
-    weight = np.ones(C, np.float32) if weight is None else weight
-    bias = np.zeros(C, np.float32) if bias is None else bias
     y = np.empty(x.shape, np.float32)
     N, C, L = x.shape
     _batch_norm(x.reshape(-1), y.reshape(-1), N, C, L, mean, var, weight, bias,
