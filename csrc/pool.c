@@ -439,6 +439,42 @@ FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H
 }
 #endif
 
+/* One plane of the portable path (max when is_max, else average): fold the window's rows
+   into row[0, W) (padding is -inf for max and 0 for the sums), fold the columns, and for
+   the average divide by rowspan(p) * colspan[q]. Always inlined with is_max a literal, so
+   each caller (and each of its target clones) gets its own straight-line loops. */
+static inline __attribute__((always_inline)) void
+pool_plane_portable(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q,
+                    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                    int64_t pb, int64_t dh, int64_t dw, int count_include_pad,
+                    const float *colspan, float *row, int is_max)
+{
+    for (int64_t p = 0; p < P; ++p) {
+        float *yr = yp + p * Q;
+        const int64_t h0 = p * sh - pt;
+        int64_t i0, i1;
+        valid_range(h0, dh, kh, H, &i0, &i1);
+        for (int64_t w = 0; w < W; ++w) row[w] = is_max ? -INFINITY : 0.0f;
+        for (int64_t i = i0; i < i1; ++i) {
+            const float *xr = xp + (h0 + i * dh) * W;
+            if (is_max) {
+#pragma omp simd
+                for (int64_t w = 0; w < W; ++w) row[w] = max_nan(xr[w], row[w]);
+            } else {
+#pragma omp simd
+                for (int64_t w = 0; w < W; ++w) row[w] += xr[w];
+            }
+        }
+        fold_columns_any(row, yr, Q, W, kw, sw, dw, pl, is_max);
+        if (!is_max) {
+            /* divisor = rows x columns, both exact small integers in float */
+            const float rowspan = (float)avg_span(h0, kh, H, pb, count_include_pad);
+#pragma omp simd
+            for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] / (rowspan * colspan[q]);
+        }
+    }
+}
+
 /* x (N,C,H,W) -> y (N,C,P,Q). Returns 0, or -1 if a row buffer cannot be allocated. */
 FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H,
                             int64_t W, int64_t P, int64_t Q, int64_t kh, int64_t kw,
@@ -472,23 +508,11 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         float *row = fc_alloc_floats(W);
         failed = row == NULL;
 #pragma omp for schedule(static)
-        for (int64_t nc = 0; nc < N * C; ++nc) {
-            if (!row) continue;
-            const float *xp = x + nc * H * W;
-            float *yp = y + nc * P * Q;
-            for (int64_t p = 0; p < P; ++p) {
-                const int64_t h0 = p * stride_h - pad_top;
-                int64_t i0, i1;
-                valid_range(h0, dil_h, kh, H, &i0, &i1);
-                for (int64_t w = 0; w < W; ++w) row[w] = -INFINITY; /* padding is -inf */
-                for (int64_t i = i0; i < i1; ++i) {
-                    const float *xr = xp + (h0 + i * dil_h) * W;
-#pragma omp simd
-                    for (int64_t w = 0; w < W; ++w) row[w] = max_nan(xr[w], row[w]);
-                }
-                fold_columns_any(row, yp + p * Q, Q, W, kw, stride_w, dil_w, pad_left, 1);
-            }
-        }
+        for (int64_t nc = 0; nc < N * C; ++nc)
+            if (row)
+                pool_plane_portable(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
+                                    stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
+                                    NULL, row, 1);
         fc_free(row);
     }
     return failed ? -1 : 0;
@@ -561,28 +585,11 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                                          count_include_pad);
         }
 #pragma omp for schedule(static)
-        for (int64_t nc = 0; nc < N * C; ++nc) {
-            if (!row) continue;
-            const float *xp = x + nc * H * W;
-            float *yp = y + nc * P * Q;
-            for (int64_t p = 0; p < P; ++p) {
-                float *yr = yp + p * Q;
-                const int64_t h0 = p * stride_h - pad_top;
-                const int64_t hs = h0 < 0 ? 0 : h0, he = h0 + kh < H ? h0 + kh : H;
-                for (int64_t w = 0; w < W; ++w) row[w] = 0.0f;
-                for (int64_t h = hs; h < he; ++h) {
-                    const float *xr = xp + h * W;
-#pragma omp simd
-                    for (int64_t w = 0; w < W; ++w) row[w] += xr[w];
-                }
-                fold_columns_any(row, yr, Q, W, kw, stride_w, 1, pad_left, 0);
-                /* divisor = rows x columns, both exact small integers in float */
-                const float rowspan =
-                    (float)avg_span(h0, kh, H, pad_bottom, count_include_pad);
-#pragma omp simd
-                for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] / (rowspan * colspan[q]);
-            }
-        }
+        for (int64_t nc = 0; nc < N * C; ++nc)
+            if (row)
+                pool_plane_portable(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
+                                    stride_h, stride_w, pad_top, pad_left, pad_bottom, 1, 1,
+                                    count_include_pad, colspan, row, 0);
         fc_free(row);
     }
     return failed ? -1 : 0;
