@@ -133,7 +133,7 @@ def test_packed_gemm_thread_grids(threads):
             for nrows, ncols in [(1, 1), (1, 2), (2, 1), (3, 2)]:
                 Mp = -(-M // nb.MR) * nb.MR
                 pa = np.empty(Mp * 33, np.float32)
-                nb._pack_a(a.reshape(-1), 0, 33, False, M, 33, np.float32(1.0), pa, 0)
+                nb._pack_a(a.reshape(-1), 0, 0, 33, False, M, 33, np.float32(1.0), pa, 0, 0, 1)
                 y = np.full((M, N), np.nan, np.float32)
                 nb._sgemm(pa, M, N, 33, nb.B_ROWMAJOR, b.reshape(-1), N, y.reshape(-1), N,
                           False, True, nrows, ncols)
