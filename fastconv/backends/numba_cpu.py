@@ -17,9 +17,10 @@ Structure (diff it against csrc/):
   * ``_sgemm_block``: BLIS-order blocked GEMM over a rectangle of C (NC / KC / MC loops,
     then NR x MR microkernel calls), with A pre-packed for the whole matrix (``_pack_a``,
     parallel over row panels, alpha folded in) and B packed per work item into a private
-    buffer by ``_pack_b`` from one of three sources: a row-major matrix, a transposed one, or -- for convolution --
-    straight from the NCHW input (implicit GEMM: im2col happens while packing, so no
-    column matrix ever exists; workspace is one KC x NC panel per work item).
+    buffer by ``_pack_b`` from one of three sources: a row-major matrix, a transposed one,
+    or -- for convolution -- straight from the NCHW input (implicit GEMM: im2col happens
+    while packing, so no column matrix ever exists; workspace is one KC x NC panel per
+    work item).
     Bias (prefilled into C) and ReLU (in the last KC block's microkernel store) are fused.
   * ``_sgemm``: the parallel driver (a 2-D grid of row x column blocks over ``prange``).
   * conv2d: ``conv2d_choose`` mirrors ``fc_conv2d_choose`` where it pays:
