@@ -1,7 +1,8 @@
 """The Numba backend's internal paths, forced one by one (the generic suite only sees "auto").
 
 * the SIMD layer: the LLVM-IR ``<8 x float>`` microkernel ``_ukr_6x16`` against NumPy and
-  against its plain-loop twin, with each epilogue flag (accumulate, ReLU with NaN / -0.0);
+  against its plain-loop twin, with each epilogue flag (accumulate, ReLU with NaN / -0.0),
+  on packed A panels and on A rows read in place (conv weights, ragged last panel);
 * the packed GEMM over ragged edges: M, N, K around the microkernel tile (6 x 16) and the
   cache blocks (KC, MC, NC), including 1, every trans flag, SIMD and plain-loop kernels;
 * each conv2d algorithm (direct, 1x1, implicit GEMM, Winograd F(2x2,3x3)) forced on shapes it can run, with
@@ -77,6 +78,24 @@ def test_microkernel_relu_keeps_nan_and_clears_negative_zero(simd):
     assert c[1] == 0.0 and not np.signbit(c[1])
     assert c[2] == 0.0 and not np.signbit(c[2])
     assert c[3] == 2.0 and c[4] == np.inf
+
+
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "loops"])
+@pytest.mark.parametrize("mr", [6, 5, 1])
+def test_microkernel_reads_rows_in_place(simd, mr):
+    """A as rows of a row-major matrix (conv weights, never packed): A(r, k) = a[r*lda + k];
+    rows past mr must not be read (they do not exist at a matrix's end): the kernel
+    repeats row mr - 1 there, so rows >= mr of C equal row mr - 1."""
+    kc, lda = 19, 23
+    rows = _f32(nb.MR, lda)
+    rows[mr:] = np.nan  # poison: any read of a row past mr shows up as NaN
+    b = _f32(kc, nb.NR)
+    c = np.zeros(nb.MR * nb.NR, np.float32)
+    nb._simd_selftest(rows.reshape(-1), b.reshape(-1), c, 0, nb.NR, 0, simd, lda, 1, mr)
+    c = c.reshape(nb.MR, nb.NR)
+    ref = rows[:mr, :kc].astype(np.float64) @ b
+    assert_close(c[:mr], ref, reduction=kc)
+    assert_close(c[mr:], np.broadcast_to(ref[mr - 1], (nb.MR - mr, nb.NR)), reduction=kc)
 
 
 def test_simd_and_loop_kernels_agree():

@@ -9,18 +9,19 @@ in ``__pycache__`` or ``NUMBA_CACHE_DIR``).
 Structure (diff it against csrc/):
   * SIMD layer: ``_ukr_6x16``, an ``numba.extending.intrinsic`` that emits the whole 6x16
     GEMM microkernel as LLVM IR on ``<8 x float>`` vectors: 12 accumulators kept in SSA
-    registers (phi nodes, never memory), per k one broadcast of 6 A values, two vector
-    loads of B and 12 ``llvm.fma.v8f32``. It is the csrc/gemm.c AVX2 kernel (6x16, 12 ymm
-    accumulators). On a CPU without AVX2/FMA LLVM legalises the vectors and the fma to
+    registers (phi nodes, never memory), per k one broadcast of 6 A values (from a packed
+    panel, or from 6 rows of a matrix read in place), two vector loads of B and 12
+    ``llvm.fma.v8f32``. It is the csrc/gemm.c AVX2 kernel (6x16, 12 ymm accumulators).
+    On a CPU without AVX2/FMA LLVM legalises the vectors and the fma to
     what the target has, so the answer stays the same (only slower).
     ``_ukr_6x16_loops`` is the same contract in plain loops (tests run both: ``simd=0``).
   * ``_sgemm_block``: BLIS-order blocked GEMM over a rectangle of C (NC / KC / MC loops,
-    then NR x MR microkernel calls), with A pre-packed for the whole matrix (``_pack_a``,
-    parallel over row panels, alpha folded in) and B packed per work item into a private
-    buffer by ``_pack_b`` from one of three sources: a row-major matrix, a transposed one,
-    or -- for convolution -- straight from the NCHW input (implicit GEMM: im2col happens
-    while packing, so no column matrix ever exists; workspace is one KC x NC panel per
-    work item).
+    then NR x MR microkernel calls). A is pre-packed for the whole matrix (``_pack_a``,
+    parallel over row panels, alpha folded in), or -- conv weights -- read in place. B is
+    packed per work item into a private buffer by ``_pack_b`` from one of three sources:
+    a row-major matrix, a transposed one, or -- for convolution -- straight from the NCHW
+    input (implicit GEMM: im2col happens while packing, so no column matrix ever exists;
+    workspace is one KC x NC panel per work item).
     Bias (prefilled into C) and ReLU (in the last KC block's microkernel store) are fused.
   * ``_sgemm``: the parallel driver (a 2-D grid of row x column blocks over ``prange``).
   * conv2d: ``conv2d_choose`` mirrors ``fc_conv2d_choose`` where it pays:
@@ -116,23 +117,35 @@ def _gep(builder, ptr, i):
 
 
 @intrinsic
-def _ukr_6x16(typingctx, kc, pa, pa_off, pb, pb_off, c, c_off, ldc, flags):
+def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags):
     """C[6 x 16] (row stride ldc, from c[c_off]) = sum over k < kc of A panel x B panel.
 
-    pa[pa_off + k*6 + r] is A(r, k); pb[pb_off + k*16 + j] is B(k, j) (the packed panels).
+    A(r, k) is pa[pa_off + r*a_rs + k*a_ks]: a packed panel (a_rs = 1, a_ks = 6) or rows of
+    a row-major matrix used in place (a_rs = its row stride, a_ks = 1: conv weights, which
+    then need no per-call packing). Rows r >= mr read row mr - 1 instead (an in-place
+    matrix has no zero rows past its end; those rows of C are the caller's to drop).
+    pb[pb_off + k*16 + j] is B(k, j) (a packed panel).
     flags bit 0: accumulate (C += product, else C = product); bit 1: ReLU on the stored value
     (v <= 0 -> +0.0, NaN stays NaN). kc >= 1. The 12 <8 x float> accumulators are phi
     values, so LLVM keeps them in registers (12 of the 16 ymm on AVX2).
     """
-    sig = types.void(kc, pa, pa_off, pb, pb_off, c, c_off, ldc, flags)
+    sig = types.void(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags)
 
     def codegen(context, builder, signature, args):
-        kc_v, pa_v, paoff_v, pb_v, pboff_v, c_v, coff_v, ldc_v, flags_v = args
+        (kc_v, pa_v, paoff_v, ars_v, aks_v, mr_v, pb_v, pboff_v, c_v, coff_v, ldc_v,
+         flags_v) = args
         at = signature.args
         pa_p = _data_at(context, builder, at[1], pa_v, paoff_v)
-        pb_p = _data_at(context, builder, at[3], pb_v, pboff_v)
-        c_p = _data_at(context, builder, at[5], c_v, coff_v)
+        pb_p = _data_at(context, builder, at[6], pb_v, pboff_v)
+        c_p = _data_at(context, builder, at[8], c_v, coff_v)
         zero = ir.Constant(_V8, [0.0] * 8)
+        # loop-invariant row pointers, rows past mr clamped to the last valid one
+        last = builder.sub(mr_v, ir.Constant(_I64, 1))
+        rows = []
+        for r in range(MR):
+            rr = ir.Constant(_I64, r)
+            rr = builder.select(builder.icmp_signed("<", rr, mr_v), rr, last)
+            rows.append(builder.gep(pa_p, [builder.mul(rr, ars_v)]))
 
         entry = builder.basic_block
         loop = builder.append_basic_block("ukr.loop")
@@ -147,13 +160,13 @@ def _ukr_6x16(typingctx, kc, pa, pa_off, pb, pb_off, c, c_off, ldc, flags):
             phi = builder.phi(_V8, f"acc{i}")
             phi.add_incoming(zero, entry)
             accs.append(phi)
-        ap = builder.gep(pa_p, [builder.mul(k, ir.Constant(_I64, MR))])
+        ak = builder.mul(k, aks_v)
         bp = builder.gep(pb_p, [builder.mul(k, ir.Constant(_I64, NR))])
         b0 = _vload(builder, bp)
         b1 = _vload(builder, _gep(builder, bp, 8))
         new = []
         for r in range(MR):
-            a = _vbroadcast(builder, builder.load(_gep(builder, ap, r)))
+            a = _vbroadcast(builder, builder.load(builder.gep(rows[r], [ak])))
             new.append(_vfma(builder, a, b0, accs[2 * r]))
             new.append(_vfma(builder, a, b1, accs[2 * r + 1]))
         k_next = builder.add(k, ir.Constant(_I64, 1))
@@ -183,12 +196,12 @@ def _ukr_6x16(typingctx, kc, pa, pa_off, pb, pb_off, c, c_off, ldc, flags):
 
 
 @njit(fastmath=_FM, cache=True)
-def _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, c, c_off, ldc, flags):
+def _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags):
     """The plain-loop twin of ``_ukr_6x16`` (same arguments, same results up to rounding)."""
     acc = np.zeros((MR, NR), np.float32)
     for k in range(kc):
         for r in range(MR):
-            a = pa[pa_off + k * MR + r]
+            a = pa[pa_off + min(r, mr - 1) * a_rs + k * a_ks]
             for j in range(NR):
                 acc[r, j] += a * pb[pb_off + k * NR + j]
     for r in range(MR):
@@ -203,13 +216,14 @@ def _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, c, c_off, ldc, flags):
 
 
 @njit(cache=True)
-def _simd_selftest(a, b, c, c_off, ldc, flags, simd):
-    """One microkernel call on caller-packed panels (tests compare it against NumPy)."""
+def _simd_selftest(a, b, c, c_off, ldc, flags, simd, a_rs=1, a_ks=MR, mr=MR):
+    """One microkernel call (tests compare it against NumPy): A from ``a`` as the kernel
+    reads it (default: a packed panel), B a packed panel."""
     kc = b.shape[0] // NR
     if simd:
-        _ukr_6x16(kc, a, 0, b, 0, c, c_off, ldc, flags)
+        _ukr_6x16(kc, a, 0, a_rs, a_ks, mr, b, 0, c, c_off, ldc, flags)
     else:
-        _ukr_6x16_loops(kc, a, 0, b, 0, c, c_off, ldc, flags)
+        _ukr_6x16_loops(kc, a, 0, a_rs, a_ks, mr, b, 0, c, c_off, ldc, flags)
 
 
 # ----------------------------------------------------------------------------- packing
@@ -344,11 +358,12 @@ def _pad_input(x, xp, planes, H, W, Hp, Wp, pt, pl):
 
 
 @njit(fastmath=_FM, cache=True)
-def _sgemm_block(pa, pa_base, Mp, kdim, m0, m1, n0, n1, mode, b, b_off, ldb, geo,
+def _sgemm_block(pa, pa_base, Mp, lda_a, kdim, m0, m1, n0, n1, mode, b, b_off, ldb, geo,
                  y, y_off, ldc, init, relu, simd, pb, tmp, ih0, iw0):
-    """Y[m0:m1, n0:n1] (= y[y_off + i*ldc + j]) (+)= A_packed @ B, BLIS loop order.
+    """Y[m0:m1, n0:n1] (= y[y_off + i*ldc + j]) (+)= A @ B, BLIS loop order.
 
-    pa: A packed by _pack_a (pa_base, Mp = padded rows); m0 a multiple of MR. init: C
+    lda_a == 0: A packed by _pack_a from pa[pa_base] (Mp = padded rows); lda_a > 0: A is
+    row-major in place, A[i, k] = pa[pa_base + i*lda_a + k]. m0 a multiple of MR. init: C
     already holds a value to add to (bias, beta*c); else the first KC block overwrites.
     relu: ReLU fused into the last KC block's store. pb (KC*NC), tmp (MR*NR), ih0/iw0 (NC):
     this work item's private buffers."""
@@ -378,19 +393,25 @@ def _sgemm_block(pa, pa_base, Mp, kdim, m0, m1, n0, n1, mode, b, b_off, ldb, geo
                     pb_off = jp * NR * kc
                     i = i0 + ip * MR
                     mr = min(MR, m1 - i)
-                    pa_off = pa_base + k0 * Mp + (i // MR) * MR * kc
+                    if lda_a:
+                        pa_off, a_rs, a_ks = pa_base + i * lda_a + k0, lda_a, 1
+                    else:
+                        pa_off, a_rs, a_ks = pa_base + k0 * Mp + (i // MR) * MR * kc, 1, MR
                     c_off = y_off + i * ldc + j0 + jp * NR
                     if mr == MR and jn == NR:
                         if simd:
-                            _ukr_6x16(kc, pa, pa_off, pb, pb_off, y, c_off, ldc, flags)
+                            _ukr_6x16(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, y, c_off,
+                                      ldc, flags)
                         else:
-                            _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, y, c_off, ldc,
-                                            flags)
+                            _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, y,
+                                            c_off, ldc, flags)
                     else:  # ragged edge: full tile into tmp, then the valid part
                         if simd:
-                            _ukr_6x16(kc, pa, pa_off, pb, pb_off, tmp, 0, NR, 0)
+                            _ukr_6x16(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, tmp, 0,
+                                      NR, 0)
                         else:
-                            _ukr_6x16_loops(kc, pa, pa_off, pb, pb_off, tmp, 0, NR, 0)
+                            _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, tmp,
+                                            0, NR, 0)
                         for r in range(mr):
                             for jj in range(jn):
                                 v = tmp[r * NR + jj]
@@ -427,7 +448,7 @@ def _sgemm(pa, M, N, K, mode, b, ldb, y, ldc, init, simd, nrows, ncols):
             pb = np.empty(KC * NC, np.float32)
             tmp = np.empty(MR * NR, np.float32)
             ih0 = np.empty(NC, np.int64)
-            _sgemm_block(pa, 0, Mp, K, m0, m1, n0, n1, mode, b, 0, ldb, geo, y, 0, ldc,
+            _sgemm_block(pa, 0, Mp, 0, K, m0, m1, n0, n1, mode, b, 0, ldb, geo, y, 0, ldc,
                          init, False, simd, pb, tmp, ih0, ih0)
 
 
@@ -532,14 +553,16 @@ def _conv2d_direct(x, w, bias, has_bias, y, N, C, H, W, K, R, S, P, Q, sh, sw, p
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
-def _conv2d_gemm(x, pa, bias, has_bias, y, N, C, K, PQ, CRS, mode, geo, groups, T, mblk,
+def _conv2d_gemm(x, w, bias, has_bias, y, N, C, K, PQ, CRS, mode, geo, groups, T, mblk,
                  relu, simd):
-    """Packed GEMM per work item (image, group, pixel tile, channel block):
+    """GEMM per work item (image, group, pixel tile, channel block):
     y[n, g*Kg + rows, tile] = W_g @ B + bias, B = x[n, g] itself (mode B_ROWMAJOR, 1x1) or
-    gathered from the input while packing (mode B_CONV, implicit im2col)."""
+    gathered from the input while packing (mode B_CONV, implicit im2col). A = W_g is the
+    weight tensor in place, a (Kg, CRS) row-major block: the microkernel reads 6 weight
+    rows directly, so the weights are never repacked per call (that copy of K*CRS floats
+    cost AlexNet conv3 a seventh of its time, more than the in-place reads lose)."""
     Cg = C // groups
     Kg = K // groups
-    Mp = (Kg + MR - 1) // MR * MR
     ntiles = (PQ + T - 1) // T
     nm = (Kg + mblk - 1) // mblk
     HW = geo[0] * geo[1]  # (padded) plane of the B source
@@ -562,7 +585,7 @@ def _conv2d_gemm(x, pa, bias, has_bias, y, N, C, K, PQ, CRS, mode, geo, groups, 
         tmp = np.empty(MR * NR, np.float32)
         ih0 = np.empty(NC, np.int64)
         iw0 = np.empty(NC, np.int64)
-        _sgemm_block(pa, g * Mp * CRS, Mp, CRS, m0, m1, j0, j1, mode, x,
+        _sgemm_block(w, g * Kg * CRS, 0, CRS, CRS, m0, m1, j0, j1, mode, x,
                      (n * C + g * Cg) * HW, PQ, geo, y, y_off, PQ, has_bias, relu, simd,
                      pb, tmp, ih0, iw0)
 
@@ -649,7 +672,7 @@ def _conv2d_winograd(x, pa, bias, has_bias, y, N, C, H, W, K, P, Q, pt, pl, relu
                     v[o + 2 * C * T] = c2 - c1
                     v[o + 3 * C * T] = c1 - c3
         for e in range(16):
-            _sgemm_block(pa, e * Mp * C, Mp, C, 0, K, 0, tn, B_ROWMAJOR, v, e * C * T, T,
+            _sgemm_block(pa, e * Mp * C, Mp, 0, C, 0, K, 0, tn, B_ROWMAJOR, v, e * C * T, T,
                          geo, m, e * K * T, T, False, False, simd, pb, tmp, ih0, ih0)
         for k in range(K):  # output channel outer, tiles inner: m is read contiguously
             for tt in range(tn):
@@ -737,9 +760,6 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto", simd=True):
         _conv2d_winograd(xf, pa, bias1, has_bias, yf, p.N, p.C, p.H, p.W, p.K, p.P, p.Q,
                          p.pad_top, p.pad_left, relu, bool(simd))
         return y
-    pa = np.empty(p.groups * Mp * CRS, np.float32)
-    # each group's (Kg, CRS) weight block packed as GEMM A (once per call, shared)
-    _pack_a(wf, 0, Kg * CRS, CRS, False, Kg, CRS, np.float32(1.0), pa, 0, Mp * CRS, p.groups)
     if algorithm == "1x1":
         mode, src, Hp, Wp = B_ROWMAJOR, xf, p.H, p.W
     else:  # implicit GEMM on a zero-padded copy of the input (input-sized, not im2col-sized)
@@ -751,7 +771,7 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto", simd=True):
     geo = np.array([Hp, Wp, p.R, p.S, p.Q, p.stride_h, p.stride_w, p.pad_top, p.pad_left,
                     p.dil_h, p.dil_w], np.int64)
     T, mblk = _conv_tiles(p, numba.get_num_threads())
-    _conv2d_gemm(src, pa, bias1, has_bias, yf, p.N, p.C, p.K, p.P * p.Q, CRS, mode, geo,
+    _conv2d_gemm(src, wf, bias1, has_bias, yf, p.N, p.C, p.K, p.P * p.Q, CRS, mode, geo,
                  p.groups, T, mblk, relu, bool(simd))
     return y
 
