@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 
 def info():
     """Version, usable backends, the C build (OpenMP, ISA picked at run time), numba's version
-    and threading layer, and threads."""
+    and threading layer, threads, and what the cuda backend runs on (GPU or simulator)."""
     import numpy
 
     from . import _registry
@@ -56,6 +56,10 @@ def info():
         result.update(_registry.backend_module("numba").build_info())
     else:
         result["numba_unavailable"] = _registry.unavailable().get("numba")
+    if "cuda" in result["backends"]:  # says whether it is a real GPU or the simulator
+        result.update(_registry.backend_module("cuda").build_info())
+    else:
+        result["cuda_unavailable"] = _registry.unavailable().get("cuda")
     return result
 
 

@@ -20,15 +20,28 @@ import numpy as np
 # --------------------------------------------------------------------------- dtypes
 
 
+def is_device_array(value):
+    """A GPU array: a numba device array (the simulator's included), CuPy, or anything
+    else exposing ``__cuda_array_interface__``."""
+    return not isinstance(value, np.ndarray) and (
+        hasattr(value, "__cuda_array_interface__") or hasattr(value, "copy_to_host"))
+
+
 def as_array(name, value):
     """Return ``value`` as an ndarray of a real numeric dtype, or raise TypeError.
 
-    Host arrays only: device arrays are handled by the cuda backend's own entry.
     Integer and bool arrays are accepted (they are computed in floating point);
     complex, object, string and datetime arrays are refused.
+
+    Device arrays stay on the device (only the cuda backend takes them): numba's
+    pass through, other ``__cuda_array_interface__`` objects (CuPy) are viewed as
+    numba device arrays without a copy. They must be float32 and C-contiguous,
+    because converting them would mean a hidden copy on the device.
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
+    if is_device_array(value):
+        return _device_array(name, value)
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(
@@ -36,6 +49,21 @@ def as_array(name, value):
             "(expected float32, float64, an integer or bool array)"
         )
     return arr
+
+
+def _device_array(name, value):
+    if not hasattr(value, "copy_to_host"):  # CuPy & co: a zero-copy numba view
+        from numba import cuda
+
+        value = cuda.as_cuda_array(value)
+    if value.dtype != np.float32:
+        raise TypeError(f"{name} is a device array of dtype {value.dtype}; the cuda backend "
+                        "takes float32 device arrays (convert it on the device first)")
+    if not value.is_c_contiguous():
+        raise ValueError(f"{name} is a non-contiguous device array of shape "
+                         f"{tuple(value.shape)}; the cuda backend needs C-contiguous device "
+                         "arrays (make a contiguous copy on the device first)")
+    return value
 
 
 def result_dtype(*arrays):
@@ -327,9 +355,10 @@ def check_linear(x, weight, bias):
     if x.ndim < 1:
         raise ValueError(f"x must have at least 1 dimension (*, in_features), got shape {x.shape}")
     _check_rank("weight", weight, 2, "(out_features, in_features)")
-    if x.shape[-1] != weight.shape[1]:
+    in_features = tuple(x.shape)[-1]  # tuple(): the CUDA simulator's shapes refuse [-1]
+    if in_features != weight.shape[1]:
         raise ValueError(
-            f"x of shape {tuple(x.shape)} has in_features={x.shape[-1]} but weight of shape "
+            f"x of shape {tuple(x.shape)} has in_features={in_features} but weight of shape "
             f"{tuple(weight.shape)} expects in_features={weight.shape[1]}"
         )
     if bias is not None and (bias.ndim != 1 or bias.shape[0] != weight.shape[0]):

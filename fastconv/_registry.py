@@ -49,6 +49,7 @@ _BACKEND_MODULES = {
     "numpy": ("fastconv.backends.numpy_", OPS),
     "c": ("fastconv.backends.c", OPS),
     "numba": ("fastconv.backends.numba_cpu", OPS),
+    "cuda": ("fastconv.backends.numba_cuda", OPS),
 }
 
 KERNELS = {
@@ -59,6 +60,11 @@ KERNELS = {
 
 # Backends that compute float64 inputs in float64; every other one computes in float32.
 FLOAT64_BACKENDS = frozenset({"naive", "numpy"})
+
+# Backends whose kernels run on a GPU: the only ones that take device arrays, and
+# never picked by "auto" for host arrays (a copy to the GPU and back per op, and
+# under NUMBA_ENABLE_CUDASIM a simulator as slow as the naive loops).
+DEVICE_BACKENDS = frozenset({"cuda"})
 
 # "auto" for host arrays: the first usable backend in this order. The C kernels
 # are the ones we tune (benchmarks/RESULTS.md records where they stand against
@@ -149,15 +155,27 @@ def use_backend(name):
         stack.pop()
 
 
-def resolve(op, backend=None):
-    """Return ``(backend_name, kernel_function)`` for one call of ``op``."""
+def resolve(op, backend=None, on_device=False):
+    """Return ``(backend_name, kernel_function)`` for one call of ``op``.
+
+    on_device: some input is a device array. "auto" then means cuda; a host
+    backend named explicitly is an error rather than a hidden copy to the host.
+    """
     name = current_backend() if backend is None else backend
     check_backend_name(name)
     if name == "auto":
-        for candidate in AUTO_ORDER:
+        order = tuple(DEVICE_BACKENDS) if on_device else AUTO_ORDER
+        for candidate in order:
             if (op, candidate) in KERNELS and _load(candidate) is not None:
                 name = candidate
                 break
+        else:
+            if on_device:
+                raise ValueError(f"{op}: device arrays need the cuda backend, which is not "
+                                 f"usable here: {_import_errors.get('cuda')}")
+    if on_device and name not in DEVICE_BACKENDS:
+        raise TypeError(f"{op}: backend {name!r} works on host arrays but got a device array; "
+                        "use backend='cuda' (or 'auto'), or copy the input to the host first")
     if (op, name) not in KERNELS:
         have = sorted(b for (o, b) in KERNELS if o == op)
         raise ValueError(f"backend {name!r} has no kernel for {op!r}; backends with it: {have}")

@@ -9,6 +9,11 @@ Dtypes: float32 in, float32 out. float64 inputs give float64 outputs; the
 ``naive`` and ``numpy`` backends compute them in float64, every other backend
 computes in float32 and casts the result back. Integer and bool inputs are
 computed as float32. Inputs are never modified.
+
+Device arrays (numba's, or any ``__cuda_array_interface__`` object such as CuPy;
+float32, C-contiguous) go to the ``cuda`` backend under ``"auto"``; naming a host
+backend for them is a TypeError. The result lives where ``x`` (``a`` for gemm)
+lives: see ``fastconv.backends.numba_cuda``.
 """
 from __future__ import annotations
 
@@ -17,21 +22,35 @@ import math
 import numpy as np
 
 from . import _checks, _registry
-from ._checks import as_array, result_dtype
+from ._checks import as_array, is_device_array, result_dtype
 
 __all__ = list(_registry.OPS)  # one public function per op in the kernel table
 
 ACTIVATIONS = (None, "relu")
 
 
+def _on_device(*arrays):
+    return any(is_device_array(a) for a in arrays if a is not None)
+
+
 def _prepare(backend, out_dtype, *arrays):
-    """C-contiguous copies (or views) in the backend's compute dtype; None passes through."""
+    """C-contiguous copies (or views) in the backend's compute dtype; None and device
+    arrays (already float32 and contiguous, see as_array) pass through."""
     dtype = out_dtype if backend in _registry.FLOAT64_BACKENDS else np.float32
-    return [None if a is None else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    return [a if a is None or is_device_array(a) else np.ascontiguousarray(a, dtype=dtype)
+            for a in arrays]
 
 
 def _finish(y, out_dtype):
-    return y if y.dtype == out_dtype else y.astype(out_dtype)
+    """Cast back to the caller's dtype; device results stay float32 on the device."""
+    return y if y.dtype == out_dtype or is_device_array(y) else y.astype(out_dtype)
+
+
+def _zeros(shape, out_dtype, on_device):
+    """The result of an op on an empty input (no kernel runs), where the kernel would put it."""
+    if on_device:
+        return _registry.backend_module("cuda").zeros(shape)
+    return np.zeros(shape, out_dtype)
 
 
 def _optional(name, value):
@@ -54,10 +73,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} must be one of {ACTIVATIONS}")
     p = _checks.check_conv2d(x, weight, bias, stride, padding, dilation, groups)
-    name, kernel = _registry.resolve("conv2d", backend)
+    on_device = _on_device(x, weight, bias)
+    name, kernel = _registry.resolve("conv2d", backend, on_device)
     out_dtype = result_dtype(x, weight, bias)
     if p.N == 0:
-        return np.zeros(p.out_shape, out_dtype)
+        return _zeros(p.out_shape, out_dtype, is_device_array(x))
     x, weight, bias = _prepare(name, out_dtype, x, weight, bias)
     return _finish(kernel(x, weight, bias, p, activation), out_dtype)
 
@@ -88,10 +108,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 
 def _pool(op, x, p, backend):
-    name, kernel = _registry.resolve(op, backend)
+    on_device = is_device_array(x)
+    name, kernel = _registry.resolve(op, backend, on_device)
     out_dtype = result_dtype(x)
     if p.N == 0:
-        return np.zeros(p.out_shape, out_dtype)
+        return _zeros(p.out_shape, out_dtype, on_device)
     (x,) = _prepare(name, out_dtype, x)
     return _finish(kernel(x, p), out_dtype)
 
@@ -100,10 +121,11 @@ def global_avg_pool2d(x, *, backend=None):
     """Mean over H and W: x (N, C, H, W) -> y (N, C, 1, 1)."""
     x = as_array("x", x)
     _checks.check_global_pool(x)
-    name, kernel = _registry.resolve("global_avg_pool2d", backend)
+    on_device = is_device_array(x)
+    name, kernel = _registry.resolve("global_avg_pool2d", backend, on_device)
     out_dtype = result_dtype(x)
     if x.shape[0] == 0:
-        return np.zeros((0, x.shape[1], 1, 1), out_dtype)
+        return _zeros((0, x.shape[1], 1, 1), out_dtype, on_device)
     (x,) = _prepare(name, out_dtype, x)
     return _finish(kernel(x), out_dtype)
 
@@ -116,16 +138,21 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, trans_a=False, trans_b=False, bac
     a, b, c = as_array("a", a), as_array("b", b), _optional("c", c)
     M, N, K = _checks.check_gemm(a, b, c, trans_a, trans_b)
     alpha, beta = _checks.check_real("alpha", alpha), _checks.check_real("beta", beta)
-    name, kernel = _registry.resolve("gemm", backend)
+    on_device = _on_device(a, b, c)
+    name, kernel = _registry.resolve("gemm", backend, on_device)
     out_dtype = result_dtype(a, b, c)
     if M == 0 or N == 0 or K == 0:
+        if on_device:
+            raise ValueError(f"gemm on device arrays needs M, N and K >= 1, got "
+                             f"M={M}, N={N}, K={K}")
         y = np.zeros((M, N), out_dtype)
         if c is not None and M and N:
             y += beta * np.broadcast_to(c, (M, N))
         return y
     a, b = _prepare(name, out_dtype, a, b)
-    if c is not None:
-        # A fresh (M, N) buffer: the kernel may accumulate into it in place.
+    if c is not None and not is_device_array(c):
+        # A fresh (M, N) buffer: the kernel may accumulate into it in place. (A device c
+        # is never written: the cuda epilogue broadcasts it by index.)
         c = np.array(np.broadcast_to(c, (M, N)), dtype=a.dtype, order="C")
     return _finish(kernel(a, b, c, alpha, beta, bool(trans_a), bool(trans_b)), out_dtype)
 
@@ -137,27 +164,32 @@ def linear(x, weight, bias=None, *, backend=None):
     """
     x, weight, bias = as_array("x", x), as_array("weight", weight), _optional("bias", bias)
     _checks.check_linear(x, weight, bias)
-    name, kernel = _registry.resolve("linear", backend)
+    on_device = _on_device(x, weight, bias)
+    name, kernel = _registry.resolve("linear", backend, on_device)
     out_dtype = result_dtype(x, weight, bias)
-    out_shape = x.shape[:-1] + (weight.shape[0],)
+    out_shape = tuple(x.shape[:-1]) + (weight.shape[0],)
     rows = math.prod(x.shape[:-1])
     if rows == 0:
-        return np.zeros(out_shape, out_dtype)
+        return _zeros(out_shape, out_dtype, is_device_array(x))
     if weight.shape[1] == 0:
+        if on_device:
+            raise ValueError(f"linear on device arrays needs in_features >= 1, got weight "
+                             f"of shape {tuple(weight.shape)}")
         y = np.zeros(out_shape, out_dtype)
         return y if bias is None else y + bias.astype(out_dtype)
     x, weight, bias = _prepare(name, out_dtype, x, weight, bias)
-    y = kernel(x.reshape(rows, x.shape[-1]), weight, bias)
+    y = kernel(x.reshape(rows, weight.shape[1]), weight, bias)
     return _finish(y, out_dtype).reshape(out_shape)
 
 
 def relu(x, *, backend=None):
     """max(x, 0) elementwise; NaN stays NaN and -0.0 becomes +0.0."""
     x = as_array("x", x)
-    name, kernel = _registry.resolve("relu", backend)
+    on_device = is_device_array(x)
+    name, kernel = _registry.resolve("relu", backend, on_device)
     out_dtype = result_dtype(x)
     if x.size == 0:
-        return np.zeros(x.shape, out_dtype)
+        return _zeros(x.shape, out_dtype, on_device)
     (x,) = _prepare(name, out_dtype, x)
     return _finish(kernel(x), out_dtype)
 
@@ -166,10 +198,11 @@ def softmax(x, axis=-1, *, backend=None):
     """exp(x - max) / sum(exp(x - max)) along ``axis`` (numerically stable)."""
     x = as_array("x", x)
     axis = _checks.check_axis(x, axis)
-    name, kernel = _registry.resolve("softmax", backend)
+    on_device = is_device_array(x)
+    name, kernel = _registry.resolve("softmax", backend, on_device)
     out_dtype = result_dtype(x)
     if x.size == 0:
-        return np.zeros(x.shape, out_dtype)
+        return _zeros(x.shape, out_dtype, on_device)
     (x3,) = _prepare(name, out_dtype, x)
     outer = math.prod(x.shape[:axis])
     inner = math.prod(x.shape[axis + 1:])
@@ -186,10 +219,11 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, backend=None):
     """
     x = as_array("x", x)
     size, alpha, beta, k = _checks.check_lrn(x, size, alpha, beta, k)
-    name, kernel = _registry.resolve("local_response_norm", backend)
+    on_device = is_device_array(x)
+    name, kernel = _registry.resolve("local_response_norm", backend, on_device)
     out_dtype = result_dtype(x)
     if x.size == 0:
-        return np.zeros(x.shape, out_dtype)
+        return _zeros(x.shape, out_dtype, on_device)
     (x3,) = _prepare(name, out_dtype, x)
     y = kernel(x3.reshape(x.shape[0], x.shape[1], -1), size, alpha, beta, k)
     return _finish(y, out_dtype).reshape(x.shape)
@@ -200,13 +234,15 @@ def batch_norm(x, mean, var, weight=None, bias=None, eps=1e-5, *, backend=None):
     x, mean, var = as_array("x", x), as_array("mean", mean), as_array("var", var)
     weight, bias = _optional("weight", weight), _optional("bias", bias)
     eps = _checks.check_batch_norm(x, mean, var, weight, bias, eps)
-    name, kernel = _registry.resolve("batch_norm", backend)
+    on_device = _on_device(x, mean, var, weight, bias)
+    name, kernel = _registry.resolve("batch_norm", backend, on_device)
     out_dtype = result_dtype(x, mean, var, weight, bias)
     if x.size == 0:
-        return np.zeros(x.shape, out_dtype)
+        return _zeros(x.shape, out_dtype, is_device_array(x))
     C = x.shape[1]
-    weight = np.ones(C, out_dtype) if weight is None else weight
-    bias = np.zeros(C, out_dtype) if bias is None else bias
+    dtype = np.float32 if on_device else out_dtype
+    weight = np.ones(C, dtype) if weight is None else weight
+    bias = np.zeros(C, dtype) if bias is None else bias
     x3, mean, var, weight, bias = _prepare(name, out_dtype, x, mean, var, weight, bias)
     y = kernel(x3.reshape(x.shape[0], C, -1), mean, var, weight, bias, eps)
     return _finish(y, out_dtype).reshape(x.shape)

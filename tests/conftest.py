@@ -6,6 +6,12 @@ the backends that implement the op named by ``@pytest.mark.op("conv2d")`` when
 the test carries that mark). Adding a backend to the table (numba, cuda ...)
 therefore adds it to every test with no edits here.
 
+Under the CUDA simulator (no GPU) the ``cuda`` backend runs one Python thread per
+CUDA thread, as slow as the naive loops, so it is dropped wherever ``naive`` is
+(``exclude=("naive",)`` marks shapes too large for the pure-Python spec); it still
+runs the whole small grid, and tests/test_cuda_paths.py forces each of its paths.
+On a real GPU it runs everything.
+
 A backend that is listed but not usable here (failed import, no compiler, no
 numba) shows up as a SKIP with the import error as the reason -- except ``c``
 when ``FASTCONV_REQUIRE_C=1`` (CI sets it): then every ``c`` test FAILS, so a
@@ -63,6 +69,16 @@ def backends_for(op):
     return [b for b in ALL_BACKENDS if (op, b) in _registry.KERNELS]
 
 
+def cuda_simulated():
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
+
+
+def runs_like_naive(backend):
+    """Backends that run in Python loops: naive, and cuda on the simulator. Tests size
+    their shapes down for these."""
+    return backend == "naive" or (backend == "cuda" and cuda_simulated())
+
+
 def require_c():
     return os.environ.get("FASTCONV_REQUIRE_C", "") not in ("", "0")
 
@@ -92,7 +108,10 @@ def pytest_generate_tests(metafunc):
     names = backends_for(mark.args[0]) if mark else list(ALL_BACKENDS)
     if mark:
         # exclude=("naive",): tests on shapes too large for the pure-Python spec.
-        names = [n for n in names if n not in mark.kwargs.get("exclude", ())]
+        exclude = set(mark.kwargs.get("exclude", ()))
+        if "naive" in exclude and cuda_simulated():
+            exclude.add("cuda")
+        names = [n for n in names if n not in exclude]
         assert names or mark.kwargs.get("exclude"), (
             f"no backend in KERNELS implements {mark.args[0]!r}")
     metafunc.parametrize("backend", names, indirect=True, ids=[f"be={n}" for n in names])

@@ -495,6 +495,8 @@ def test_omp_num_threads_sets_the_start_value():
 @pytest.mark.parametrize("op", ["conv2d", "gemm", "max_pool2d", "avg_pool2d",
                                 "local_response_norm", "softmax", "batch_norm", "linear"])
 def test_results_identical_across_thread_counts(backend, op):
+    if backend in _registry.DEVICE_BACKENDS:
+        pytest.skip("set_num_threads sets CPU threads; a GPU backend does not use them")
     rng = np.random.default_rng(7)
     f = np.float32
     args = {
@@ -513,7 +515,7 @@ def test_results_identical_across_thread_counts(backend, op):
         "linear": ([rng.standard_normal((40, 50)).astype(f),
                     rng.standard_normal((30, 50)).astype(f)], {}),
     }[op]
-    if backend == "naive" and op in ("conv2d", "gemm", "linear"):
+    if conftest.runs_like_naive(backend) and op in ("conv2d", "gemm", "linear"):
         args[0][0] = args[0][0][:1, ..., :8]  # keep the pure-Python spec fast
         if op == "linear":
             args[0][1] = args[0][1][:, :8]
@@ -550,7 +552,7 @@ def test_kernels_reentrant_across_python_threads(backend):
     Python threads (the C backend releases the GIL) give exactly the serial results."""
     from concurrent.futures import ThreadPoolExecutor
 
-    small = backend == "naive"
+    small = conftest.runs_like_naive(backend)
     rng = np.random.default_rng(11)
     jobs = []
     for i in range(4):

@@ -1,0 +1,218 @@
+"""The cuda backend beyond the shared op grid: each conv algorithm forced on, the tiled
+GEMM's ragged edges, device residency, "auto" routing and device-array errors.
+
+Without a GPU these run on numba's CUDA simulator (conftest sets
+NUMBA_ENABLE_CUDASIM=1), with the simulator's small tiles (TILE 16, k step 4), so
+the shapes below straddle several blocks and k steps. Tests marked ``gpu`` need
+a real GPU (realistic layer shapes, ``__cuda_array_interface__`` objects); they
+skip under the simulator and run wherever a GPU exists.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from conftest import check_usable
+from fastconv import _checks, _registry
+from helpers import assert_close, ort_conv2d, rand
+
+
+@pytest.fixture(scope="module")
+def nc():
+    check_usable("cuda")
+    return _registry.backend_module("cuda")
+
+
+@pytest.fixture(scope="module")
+def cuda(nc):
+    from numba import cuda
+
+    return cuda
+
+
+def needs_gpu(nc):
+    if nc.SIMULATOR:
+        pytest.skip("needs a real CUDA GPU (running on the simulator)")
+
+
+# ---------------------------------------------------------------------------- conv paths
+
+# (N, C, H, W, K, R, S, kwargs): stride, padding (asymmetric too), dilation, groups,
+# and K, N*P*Q, C*R*S that are not multiples of the tile (16 under the simulator).
+CONV_PATH_CASES = {
+    "3x3_p1_ragged": (2, 3, 5, 6, 17, 3, 3, {"padding": 1}),
+    "stride2_asym": (1, 4, 9, 8, 18, 3, 3, {"stride": 2, "padding": (1, 0, 2, 1)}),
+    "dil2_rect": (1, 3, 8, 9, 16, 3, 2, {"dilation": (2, 1), "padding": 1}),
+    "groups2": (1, 6, 6, 6, 34, 3, 3, {"groups": 2, "padding": 1}),
+    "depthwise": (2, 5, 6, 7, 5, 3, 3, {"groups": 5, "padding": 1}),
+    "1x1_stride2": (1, 9, 7, 7, 20, 1, 1, {"stride": 2}),
+    "5x5_s3": (1, 2, 11, 10, 3, 5, 5, {"stride": 3, "padding": 2}),
+}
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("algorithm", ["implicit_gemm", "direct"])
+@pytest.mark.parametrize("key", list(CONV_PATH_CASES))
+def test_conv2d_each_algorithm(nc, key, algorithm, activation):
+    N, C, H, W, K, R, S, kw = CONV_PATH_CASES[key]
+    groups = kw.get("groups", 1)
+    x = rand((N, C, H, W), 1)
+    w = rand((K, C // groups, R, S), 2)
+    b = rand((K,), 3)
+    p = _checks.check_conv2d(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
+                             kw.get("dilation", 1), groups)
+    y = nc.conv2d(x, w, b, p, activation, algorithm=algorithm)
+    ref = fc.conv2d(x, w, b, activation=activation, backend="naive", **kw)
+    red = (C // groups) * R * S
+    assert_close(y, ref, reduction=red, case=f"cuda {algorithm} {key} vs naive")
+    want = ort_conv2d(x, w, b, **kw)
+    if activation == "relu":
+        want = np.maximum(want, 0)
+    assert_close(y, want, reduction=red, case=f"cuda {algorithm} {key} vs ORT")
+
+
+def test_conv2d_choice(nc):
+    p = _checks.check_conv2d(rand((1, 8, 5, 5), 0), rand((8, 1, 3, 3), 1), None, 1, 1, 1, 8)
+    assert nc.conv2d_choose(p) == "direct"  # depthwise: one output channel per group
+    p = _checks.check_conv2d(rand((1, 8, 5, 5), 0), rand((32, 8, 3, 3), 1), None, 1, 1, 1, 1)
+    assert nc.conv2d_choose(p) == "implicit_gemm"
+    with pytest.raises(ValueError, match="unknown conv2d algorithm"):
+        nc.conv2d(rand((1, 8, 5, 5), 0), rand((32, 8, 3, 3), 1), None, p, None,
+                  algorithm="winograd")
+
+
+# ---------------------------------------------------------------------------- gemm edges
+
+# M, N, K around the tile (16) and the k step (4): 1, one short, one past, several tiles.
+GEMM_EDGE_SHAPES = [(1, 1, 1), (15, 17, 3), (16, 16, 4), (17, 33, 5), (40, 3, 9), (2, 50, 18)]
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True), (False, True)])
+@pytest.mark.parametrize("shape", GEMM_EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gemm_ragged_edges(nc, shape, trans_a, trans_b):
+    M, N, K = shape
+    a = rand((K, M) if trans_a else (M, K), M)
+    b = rand((N, K) if trans_b else (K, N), N)
+    c = rand((M, 1), K)
+    y = fc.gemm(a, b, c, alpha=0.5, beta=-2.0, trans_a=trans_a, trans_b=trans_b,
+                backend="cuda")
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    want = 0.5 * (opa.astype(np.float64) @ opb) - 2.0 * c
+    assert_close(y, want, reduction=K, case=f"cuda gemm {shape} {trans_a}{trans_b}")
+    ref = fc.gemm(a, b, c, alpha=0.5, beta=-2.0, trans_a=trans_a, trans_b=trans_b,
+                  backend="naive")
+    assert_close(y, ref, reduction=K, case=f"cuda gemm {shape} vs naive")
+
+
+@pytest.mark.parametrize("c_shape", [(), (7,), (1, 7), (5, 1), (5, 7)])
+def test_gemm_device_c_broadcast_by_index(cuda, c_shape):
+    """A device c is not copied into an (M, N) buffer: the epilogue broadcasts it."""
+    a, b = rand((5, 3), 1), rand((3, 7), 2)
+    c = rand(c_shape, 3)
+    y = fc.gemm(cuda.to_device(a), cuda.to_device(b), cuda.to_device(c), beta=1.5)
+    assert_close(y.copy_to_host(), a @ b + 1.5 * c, reduction=3, case=f"device c {c_shape}")
+
+
+# ---------------------------------------------------------------------------- residency
+
+
+def test_device_in_device_out_host_in_host_out(cuda):
+    x = rand((2, 3, 8, 8), 4)
+    y_host = fc.max_pool2d(x, 2, backend="cuda")
+    assert isinstance(y_host, np.ndarray)
+    y_dev = fc.max_pool2d(cuda.to_device(x), 2)  # auto: a device array goes to cuda
+    assert _checks.is_device_array(y_dev) and not isinstance(y_dev, np.ndarray)
+    assert_close(y_dev.copy_to_host(), y_host, rtol=0, atol=0, case="device vs host input")
+
+
+def test_network_stays_on_device(cuda):
+    """A small forward pass (conv-relu-pool-lrn-gap-linear-softmax) on device arrays:
+    every intermediate is a device array, and only the end is copied back."""
+    x, w, b = rand((2, 3, 12, 12), 5), rand((8, 3, 3, 3), 6), rand((8,), 7)
+    fw, fb = rand((4, 8), 8), rand((4,), 9)
+
+    def forward(x, backend):
+        with fc.use_backend(backend):
+            h = fc.conv2d(x, w, b, padding=1, activation="relu")
+            h = fc.local_response_norm(fc.max_pool2d(h, 3, stride=2), 3)
+            h = fc.batch_norm(h, rand((8,), 10), rand((8,), 11) ** 2 + 0.5)
+            h = fc.global_avg_pool2d(fc.relu(h))
+            trail = [h]
+            return fc.softmax(fc.linear(h.reshape(2, 8), fw, fb), axis=1), trail
+
+    y_dev, trail = forward(cuda.to_device(x), "auto")
+    assert all(_checks.is_device_array(t) for t in trail + [y_dev])
+    y_ref, _ = forward(x, "naive")
+    assert_close(y_dev.copy_to_host(), y_ref, reduction=27, case="device network vs naive")
+
+
+def test_auto_never_sends_host_arrays_to_cuda():
+    assert "cuda" not in _registry.AUTO_ORDER
+    name, _ = _registry.resolve("relu", "auto", on_device=False)
+    assert name != "cuda"
+
+
+def test_device_array_rejected_by_host_backend(cuda):
+    xd = cuda.to_device(rand((1, 2, 4, 4), 1))
+    for backend in ("c", "numpy", "naive"):
+        with pytest.raises(TypeError, match=f"backend '{backend}' works on host arrays"):
+            fc.relu(xd, backend=backend)
+
+
+def test_device_array_dtype_and_layout_errors(cuda):
+    with pytest.raises(TypeError, match="x is a device array of dtype float64"):
+        fc.relu(cuda.to_device(np.zeros((2, 3))))
+    strided = cuda.to_device(np.zeros((4, 6), np.float32))[:, ::2]
+    with pytest.raises(ValueError, match="non-contiguous device array"):
+        fc.relu(strided)
+
+
+def test_empty_device_input_gives_device_zeros(cuda):
+    y = fc.max_pool2d(cuda.to_device(np.zeros((0, 3, 4, 4), np.float32)), 2)
+    assert _checks.is_device_array(y) and y.shape == (0, 3, 2, 2)
+
+
+def test_backends_and_info_name_the_cuda_kind(nc):
+    assert "cuda" in fc.backends()
+    kind = fc.info()["cuda"]
+    assert ("simulator" in kind) == nc.SIMULATOR, kind
+
+
+# ---------------------------------------------------------------------------- real GPU only
+
+
+class _InterfaceOnly:
+    """An array known only by ``__cuda_array_interface__`` (what CuPy and PyTorch expose)."""
+
+    def __init__(self, device_array):
+        self._keep = device_array
+        self.__cuda_array_interface__ = device_array.__cuda_array_interface__
+
+
+@pytest.mark.gpu
+def test_cuda_array_interface_objects(nc, cuda):
+    needs_gpu(nc)
+    x = rand((2, 3, 9, 9), 3)
+    y = fc.relu(_InterfaceOnly(cuda.to_device(x)))
+    assert_close(y.copy_to_host(), np.maximum(x, 0), rtol=0, atol=0, case="CAI relu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layer", ["alexnet.conv2", "alexnet.conv3", "vgg16.conv3_2",
+                                   "resnet50.res2_1x1c", "lenet5.conv2.b64"])
+def test_real_layers_against_c(nc, layer):
+    """Seed layers at full size against the C backend (GPU tiles: 64 x 64, k step 8)."""
+    needs_gpu(nc)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from layers import CONV_LAYERS
+
+    N, C, H, W, K, R, S, stride, pad, groups = {e[0]: e[1:] for e in CONV_LAYERS}[layer]
+    x, w, b = rand((N, C, H, W), 1), rand((K, C // groups, R, S), 2), rand((K,), 3)
+    kw = dict(stride=stride, padding=pad, groups=groups)
+    y = fc.conv2d(x, w, b, backend="cuda", **kw)
+    assert_close(y, fc.conv2d(x, w, b, backend="c", **kw), reduction=(C // groups) * R * S,
+                 case=f"{layer} cuda vs c")
