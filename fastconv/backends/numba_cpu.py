@@ -116,18 +116,55 @@ def _gep(builder, ptr, i):
         builder.gep(ptr, [i])
 
 
+def _ukr_k_loop(builder, name, kc, a_at, pb_p, done):
+    """Emit the microkernel's k loop (k = 0 .. kc-1, kc >= 1) as one block ``name``, entered
+    from the current block and leaving to ``done``: per k, two <8 x float> loads of the B
+    panel row and, per row r, one broadcast of A(r, k) (``a_at(k, r)``: its float*) and two
+    FMAs into that row's accumulators (phi values: LLVM keeps them in registers, 12 of the
+    16 ymm on AVX2). Returns (the loop block, the accumulators it leaves with)."""
+    entry = builder.basic_block
+    loop = builder.append_basic_block(name)
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    k = builder.phi(_I64, "k")
+    k.add_incoming(ir.Constant(_I64, 0), entry)
+    accs = []
+    for i in range(2 * MR):
+        phi = builder.phi(_V8, f"acc{i}")
+        phi.add_incoming(ir.Constant(_V8, [0.0] * 8), entry)
+        accs.append(phi)
+    bp = builder.gep(pb_p, [builder.mul(k, ir.Constant(_I64, NR))])
+    b0 = _vload(builder, bp)
+    b1 = _vload(builder, _gep(builder, bp, 8))
+    new = []
+    for r in range(MR):
+        a = _vbroadcast(builder, builder.load(a_at(k, r)))
+        new.append(_vfma(builder, a, b0, accs[2 * r]))
+        new.append(_vfma(builder, a, b1, accs[2 * r + 1]))
+    k_next = builder.add(k, ir.Constant(_I64, 1))
+    k.add_incoming(k_next, loop)
+    for phi, v in zip(accs, new):
+        phi.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", k_next, kc), loop, done)
+    return loop, new
+
+
 @intrinsic
 def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags):
     """C[6 x 16] (row stride ldc, from c[c_off]) = sum over k < kc of A panel x B panel.
 
-    A(r, k) is pa[pa_off + r*a_rs + k*a_ks]: a packed panel (a_rs = 1, a_ks = 6) or rows of
-    a row-major matrix used in place (a_rs = its row stride, a_ks = 1: conv weights, which
-    then need no per-call packing). Rows r >= mr read row mr - 1 instead (an in-place
-    matrix has no zero rows past its end; those rows of C are the caller's to drop).
+    A(r, k) is pa[pa_off + r*a_rs + k*a_ks], in one of two layouts: a_ks == 1, rows of a
+    row-major matrix used in place (a_rs = its row stride: conv weights, which then need
+    no per-call packing); otherwise a packed panel, a_rs = 1 and a_ks = 6, all 6 rows
+    present (zero past the matrix). In place, rows r >= mr read row mr - 1 instead (such a
+    matrix has no zero rows past its end). Rows r >= mr of C are the caller's to drop. Each
+    layout gets its own loop with its own addressing
+    (one pointer + constant offsets for the panel; six row pointers + k for the rows): one
+    loop for both, with the strides as run-time values, made LLVM keep 12 strength-reduced
+    row pointers and spill them to the stack every k (GEMM 1024^2 ~8% slower).
     pb[pb_off + k*16 + j] is B(k, j) (a packed panel).
     flags bit 0: accumulate (C += product, else C = product); bit 1: ReLU on the stored value
-    (v <= 0 -> +0.0, NaN stays NaN). kc >= 1. The 12 <8 x float> accumulators are phi
-    values, so LLVM keeps them in registers (12 of the 16 ymm on AVX2).
+    (v <= 0 -> +0.0, NaN stays NaN). kc >= 1.
     """
     sig = types.void(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags)
 
@@ -139,43 +176,33 @@ def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, l
         pb_p = _data_at(context, builder, at[6], pb_v, pboff_v)
         c_p = _data_at(context, builder, at[8], c_v, coff_v)
         zero = ir.Constant(_V8, [0.0] * 8)
-        # loop-invariant row pointers, rows past mr clamped to the last valid one
+        rows_pre = builder.append_basic_block("ukr.rows.pre")
+        panel_pre = builder.append_basic_block("ukr.panel.pre")
+        done = builder.append_basic_block("ukr.done")
+        builder.cbranch(builder.icmp_signed("==", aks_v, ir.Constant(_I64, 1)), rows_pre,
+                        panel_pre)
+        builder.position_at_end(rows_pre)  # in place: six row pointers, indexed by k
         last = builder.sub(mr_v, ir.Constant(_I64, 1))
-        rows = []
-        for r in range(MR):
+        row_p = []
+        for r in range(MR):  # rows past mr clamped to the last valid one
             rr = ir.Constant(_I64, r)
             rr = builder.select(builder.icmp_signed("<", rr, mr_v), rr, last)
-            rows.append(builder.gep(pa_p, [builder.mul(rr, ars_v)]))
-
-        entry = builder.basic_block
-        loop = builder.append_basic_block("ukr.loop")
-        done = builder.append_basic_block("ukr.done")
-        builder.branch(loop)
-
-        builder.position_at_end(loop)
-        k = builder.phi(_I64, "k")
-        k.add_incoming(ir.Constant(_I64, 0), entry)
-        accs = []
-        for i in range(2 * MR):
-            phi = builder.phi(_V8, f"acc{i}")
-            phi.add_incoming(zero, entry)
-            accs.append(phi)
-        ak = builder.mul(k, aks_v)
-        bp = builder.gep(pb_p, [builder.mul(k, ir.Constant(_I64, NR))])
-        b0 = _vload(builder, bp)
-        b1 = _vload(builder, _gep(builder, bp, 8))
-        new = []
-        for r in range(MR):
-            a = _vbroadcast(builder, builder.load(builder.gep(rows[r], [ak])))
-            new.append(_vfma(builder, a, b0, accs[2 * r]))
-            new.append(_vfma(builder, a, b1, accs[2 * r + 1]))
-        k_next = builder.add(k, ir.Constant(_I64, 1))
-        k.add_incoming(k_next, loop)
-        for phi, v in zip(accs, new):
-            phi.add_incoming(v, loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, kc_v), loop, done)
-
+            row_p.append(builder.gep(pa_p, [builder.mul(rr, ars_v)]))
+        rows_loop, acc_rows = _ukr_k_loop(builder, "ukr.rows", kc_v,
+                                          lambda k, r: builder.gep(row_p[r], [k]), pb_p, done)
+        builder.position_at_end(panel_pre)  # packed: one pointer per k, rows at offsets 0..5
+        panel_loop, acc_pan = _ukr_k_loop(
+            builder, "ukr.panel", kc_v,
+            lambda k, r: _gep(builder, builder.gep(pa_p, [builder.mul(k, aks_v)]), r),
+            pb_p, done)
         builder.position_at_end(done)
+        new = []
+        for i in range(2 * MR):
+            phi = builder.phi(_V8, f"acc.out{i}")
+            phi.add_incoming(acc_rows[i], rows_loop)
+            phi.add_incoming(acc_pan[i], panel_loop)
+            new.append(phi)
+
         accumulate = builder.icmp_signed("!=", builder.and_(flags_v, ir.Constant(_I64, 1)),
                                          ir.Constant(_I64, 0))
         relu = builder.icmp_signed("!=", builder.and_(flags_v, ir.Constant(_I64, 2)),
