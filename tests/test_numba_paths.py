@@ -221,6 +221,35 @@ def test_conv_gemm_plain_loop_fallback(algo):
     assert_close(y, ref, reduction=p.C // p.groups * p.R * p.S)
 
 
+@pytest.mark.parametrize("case", [
+    (1, 260, 4, 5, 7, 3, 3, 1, 1, 1, 1),    # C > KC: two KC blocks of packed V panels; K % 6
+    (2, 3, 19, 18, 13, 3, 3, 1, (1, 0, 0, 1), 1, 1),  # 100 tiles: a ragged second block
+], ids=["C>KC", "ragged-blocks"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_blocks_and_panels(case, threads):
+    """Winograd writes U and V straight into packed GEMM panels (KC blocks, zero rows past
+    K, a ragged last panel of tiles) and splits the tiles into blocks per thread count."""
+    x, w, bias, p = _conv_case(case)
+    ref = naive.conv2d(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64),
+                       p, "relu")
+    import fastconv
+
+    before = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)  # conv2d applies it (clamped to numba's maximum)
+        y = nb.conv2d(x, w, bias, p, "relu", algorithm="winograd")
+    finally:
+        fastconv.set_num_threads(before)
+    assert_close(y, ref, reduction=p.C * 9)
+
+
+def test_winograd_block_size_balances_threads():
+    assert nb._wino_block(784, 1, 1) == nb.WINO_T
+    assert nb._wino_block(784, 8, 2) == nb.WINO_T  # enough images
+    assert nb._wino_block(704, 1, 2) == 32  # 11 or 15 blocks would leave a thread idle
+    assert nb._wino_block(784, 1, 2) == nb.WINO_T  # no multiple of NR >= 32 evens it out
+
+
 def test_conv_relu_keeps_nan_in_every_algorithm():
     x, w, bias, p = _conv_case(_CONV[0])
     x[0, 0, 4, 4] = np.nan

@@ -116,18 +116,55 @@ def _gep(builder, ptr, i):
         builder.gep(ptr, [i])
 
 
+def _ukr_k_loop(builder, name, kc, a_at, pb_p, done):
+    """Emit the microkernel's k loop (k = 0 .. kc-1, kc >= 1) as one block ``name``, entered
+    from the current block and leaving to ``done``: per k, two <8 x float> loads of the B
+    panel row and, per row r, one broadcast of A(r, k) (``a_at(k, r)``: its float*) and two
+    FMAs into that row's accumulators (phi values: LLVM keeps them in registers, 12 of the
+    16 ymm on AVX2). Returns (the loop block, the accumulators it leaves with)."""
+    entry = builder.basic_block
+    loop = builder.append_basic_block(name)
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    k = builder.phi(_I64, "k")
+    k.add_incoming(ir.Constant(_I64, 0), entry)
+    accs = []
+    for i in range(2 * MR):
+        phi = builder.phi(_V8, f"acc{i}")
+        phi.add_incoming(ir.Constant(_V8, [0.0] * 8), entry)
+        accs.append(phi)
+    bp = builder.gep(pb_p, [builder.mul(k, ir.Constant(_I64, NR))])
+    b0 = _vload(builder, bp)
+    b1 = _vload(builder, _gep(builder, bp, 8))
+    new = []
+    for r in range(MR):
+        a = _vbroadcast(builder, builder.load(a_at(k, r)))
+        new.append(_vfma(builder, a, b0, accs[2 * r]))
+        new.append(_vfma(builder, a, b1, accs[2 * r + 1]))
+    k_next = builder.add(k, ir.Constant(_I64, 1))
+    k.add_incoming(k_next, loop)
+    for phi, v in zip(accs, new):
+        phi.add_incoming(v, loop)
+    builder.cbranch(builder.icmp_signed("<", k_next, kc), loop, done)
+    return loop, new
+
+
 @intrinsic
 def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags):
     """C[6 x 16] (row stride ldc, from c[c_off]) = sum over k < kc of A panel x B panel.
 
-    A(r, k) is pa[pa_off + r*a_rs + k*a_ks]: a packed panel (a_rs = 1, a_ks = 6) or rows of
-    a row-major matrix used in place (a_rs = its row stride, a_ks = 1: conv weights, which
-    then need no per-call packing). Rows r >= mr read row mr - 1 instead (an in-place
-    matrix has no zero rows past its end; those rows of C are the caller's to drop).
+    A(r, k) is pa[pa_off + r*a_rs + k*a_ks], in one of two layouts: a_ks == 1, rows of a
+    row-major matrix used in place (a_rs = its row stride: conv weights, which then need
+    no per-call packing); otherwise a packed panel, a_rs = 1 and a_ks = 6, all 6 rows
+    present (zero past the matrix). In place, rows r >= mr read row mr - 1 instead (such a
+    matrix has no zero rows past its end). Rows r >= mr of C are the caller's to drop. Each
+    layout gets its own loop with its own addressing
+    (one pointer + constant offsets for the panel; six row pointers + k for the rows): one
+    loop for both, with the strides as run-time values, made LLVM keep 12 strength-reduced
+    row pointers and spill them to the stack every k (GEMM 1024^2 ~8% slower).
     pb[pb_off + k*16 + j] is B(k, j) (a packed panel).
     flags bit 0: accumulate (C += product, else C = product); bit 1: ReLU on the stored value
-    (v <= 0 -> +0.0, NaN stays NaN). kc >= 1. The 12 <8 x float> accumulators are phi
-    values, so LLVM keeps them in registers (12 of the 16 ymm on AVX2).
+    (v <= 0 -> +0.0, NaN stays NaN). kc >= 1.
     """
     sig = types.void(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, ldc, flags)
 
@@ -139,43 +176,33 @@ def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, l
         pb_p = _data_at(context, builder, at[6], pb_v, pboff_v)
         c_p = _data_at(context, builder, at[8], c_v, coff_v)
         zero = ir.Constant(_V8, [0.0] * 8)
-        # loop-invariant row pointers, rows past mr clamped to the last valid one
+        rows_pre = builder.append_basic_block("ukr.rows.pre")
+        panel_pre = builder.append_basic_block("ukr.panel.pre")
+        done = builder.append_basic_block("ukr.done")
+        builder.cbranch(builder.icmp_signed("==", aks_v, ir.Constant(_I64, 1)), rows_pre,
+                        panel_pre)
+        builder.position_at_end(rows_pre)  # in place: six row pointers, indexed by k
         last = builder.sub(mr_v, ir.Constant(_I64, 1))
-        rows = []
-        for r in range(MR):
+        row_p = []
+        for r in range(MR):  # rows past mr clamped to the last valid one
             rr = ir.Constant(_I64, r)
             rr = builder.select(builder.icmp_signed("<", rr, mr_v), rr, last)
-            rows.append(builder.gep(pa_p, [builder.mul(rr, ars_v)]))
-
-        entry = builder.basic_block
-        loop = builder.append_basic_block("ukr.loop")
-        done = builder.append_basic_block("ukr.done")
-        builder.branch(loop)
-
-        builder.position_at_end(loop)
-        k = builder.phi(_I64, "k")
-        k.add_incoming(ir.Constant(_I64, 0), entry)
-        accs = []
-        for i in range(2 * MR):
-            phi = builder.phi(_V8, f"acc{i}")
-            phi.add_incoming(zero, entry)
-            accs.append(phi)
-        ak = builder.mul(k, aks_v)
-        bp = builder.gep(pb_p, [builder.mul(k, ir.Constant(_I64, NR))])
-        b0 = _vload(builder, bp)
-        b1 = _vload(builder, _gep(builder, bp, 8))
-        new = []
-        for r in range(MR):
-            a = _vbroadcast(builder, builder.load(builder.gep(rows[r], [ak])))
-            new.append(_vfma(builder, a, b0, accs[2 * r]))
-            new.append(_vfma(builder, a, b1, accs[2 * r + 1]))
-        k_next = builder.add(k, ir.Constant(_I64, 1))
-        k.add_incoming(k_next, loop)
-        for phi, v in zip(accs, new):
-            phi.add_incoming(v, loop)
-        builder.cbranch(builder.icmp_signed("<", k_next, kc_v), loop, done)
-
+            row_p.append(builder.gep(pa_p, [builder.mul(rr, ars_v)]))
+        rows_loop, acc_rows = _ukr_k_loop(builder, "ukr.rows", kc_v,
+                                          lambda k, r: builder.gep(row_p[r], [k]), pb_p, done)
+        builder.position_at_end(panel_pre)  # packed: one pointer per k, rows at offsets 0..5
+        panel_loop, acc_pan = _ukr_k_loop(
+            builder, "ukr.panel", kc_v,
+            lambda k, r: _gep(builder, builder.gep(pa_p, [builder.mul(k, aks_v)]), r),
+            pb_p, done)
         builder.position_at_end(done)
+        new = []
+        for i in range(2 * MR):
+            phi = builder.phi(_V8, f"acc.out{i}")
+            phi.add_incoming(acc_rows[i], rows_loop)
+            phi.add_incoming(acc_pan[i], panel_loop)
+            new.append(phi)
+
         accumulate = builder.icmp_signed("!=", builder.and_(flags_v, ir.Constant(_I64, 1)),
                                          ir.Constant(_I64, 0))
         relu = builder.icmp_signed("!=", builder.and_(flags_v, ir.Constant(_I64, 2)),
@@ -277,8 +304,9 @@ def _pack_a(a, a_off, a_step, lda, trans, M, K, alpha, pa, pa_off, pa_step, nmat
                       pa_off + m * pa_step, it - m * npan)
 
 
-# B sources for _pack_b
-B_ROWMAJOR, B_TRANS, B_CONV = 0, 1, 2
+# B sources for _pack_b; B_PACKED: B is already in _pack_b's layout (_sgemm_block reads it
+# in place, no packing)
+B_ROWMAJOR, B_TRANS, B_CONV, B_PACKED = 0, 1, 2, 3
 
 
 @njit(fastmath=_FM, cache=True)
@@ -366,14 +394,20 @@ def _sgemm_block(pa, pa_base, Mp, lda_a, kdim, m0, m1, n0, n1, mode, b, b_off, l
     row-major in place, A[i, k] = pa[pa_base + i*lda_a + k]. m0 a multiple of MR. init: C
     already holds a value to add to (bias, beta*c); else the first KC block overwrites.
     relu: ReLU fused into the last KC block's store. pb (KC*NC), tmp (MR*NR), ih0/iw0 (NC):
-    this work item's private buffers."""
+    this work item's private buffers. mode B_PACKED: b holds B packed as _pack_b writes it,
+    for columns 0..ldb (a multiple of NR), one KC block after another (block k0 from
+    b[b_off + k0*ldb]); the microkernel reads those panels in place."""
     for j0 in range(n0, n1, NC):
         nb = min(NC, n1 - j0)
         npan = (nb + NR - 1) // NR
         a_outer = npan <= 4
         for k0 in range(0, kdim, KC):
             kc = min(KC, kdim - k0)
-            _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0)
+            if mode == B_PACKED:
+                bsrc, pb_base = b, b_off + k0 * ldb + j0 * kc
+            else:
+                _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0)
+                bsrc, pb_base = pb, 0
             flags = 0
             if init or k0 > 0:
                 flags |= 1
@@ -390,7 +424,7 @@ def _sgemm_block(pa, pa_base, Mp, lda_a, kdim, m0, m1, n0, n1, mode, b, b_off, l
                         jp = t // nip
                         ip = t - jp * nip
                     jn = min(NR, nb - jp * NR)
-                    pb_off = jp * NR * kc
+                    pb_off = pb_base + jp * NR * kc
                     i = i0 + ip * MR
                     mr = min(MR, m1 - i)
                     if lda_a:
@@ -400,17 +434,17 @@ def _sgemm_block(pa, pa_base, Mp, lda_a, kdim, m0, m1, n0, n1, mode, b, b_off, l
                     c_off = y_off + i * ldc + j0 + jp * NR
                     if mr == MR and jn == NR:
                         if simd:
-                            _ukr_6x16(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, y, c_off,
+                            _ukr_6x16(kc, pa, pa_off, a_rs, a_ks, mr, bsrc, pb_off, y, c_off,
                                       ldc, flags)
                         else:
-                            _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, y,
+                            _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, bsrc, pb_off, y,
                                             c_off, ldc, flags)
                     else:  # ragged edge: full tile into tmp, then the valid part
                         if simd:
-                            _ukr_6x16(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, tmp, 0,
+                            _ukr_6x16(kc, pa, pa_off, a_rs, a_ks, mr, bsrc, pb_off, tmp, 0,
                                       NR, 0)
                         else:
-                            _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, tmp,
+                            _ukr_6x16_loops(kc, pa, pa_off, a_rs, a_ks, mr, bsrc, pb_off, tmp,
                                             0, NR, 0)
                         for r in range(mr):
                             for jj in range(jn):
@@ -592,41 +626,85 @@ def _conv2d_gemm(x, w, bias, has_bias, y, N, C, K, PQ, CRS, mode, geo, groups, T
 
 # Winograd F(2x2, 3x3) (winograd.c): per output tile of 2x2 from a 4x4 input patch d,
 # y = A^T [ (G g G^T) . (B^T d B) ] A; the elementwise product over the 16 positions and C
-# channels is 16 GEMMs (K x C) @ (C x tiles), on the packed GEMM. WINO_T tiles per block.
+# channels is 16 GEMMs (K x C) @ (C x tiles), on the packed GEMM, per block of up to WINO_T
+# tiles. Both transforms write straight into the layout their consumer reads (U as packed
+# GEMM A, V as packed GEMM B panels), so nothing is repacked; each 4x4 patch lives in
+# scalars (a scratch array there is not kept in registers: the transforms then cost as
+# much as the GEMMs).
 WINO_T = 64
+# The 16 V (C x T) and M (K x T) matrices sit WINO_PAD floats apart beyond their size: at
+# C*T = 16384 floats (64 KiB, the L2 set stride) all 16 streams of a transform would map to
+# the same L1 and L2 sets and evict each other (input transform 2-3x slower).
+WINO_PAD = 128
+
+
+@njit(fastmath=_FM, cache=True)
+def _wino_g(a, b, c):
+    """G [a b c]^T, G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]."""
+    return a, np.float32(0.5) * (a + b + c), np.float32(0.5) * (a - b + c), c
+
+
+@njit(fastmath=_FM, cache=True)
+def _wino_bt(a, b, c, d):
+    """B^T [a b c d]^T, B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]."""
+    return a - c, b + c, c - b, b - d
+
+
+@njit(fastmath=_FM, cache=True)
+def _wino_at(a, b, c, d):
+    """A^T [a b c d]^T, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]."""
+    return a + b + c, b - c - d
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
-def _winograd_weights(w, K, C, u):
-    """u[e] (K x C) = (G g G^T)[e] for each (k, c), e < 16 (conv2d then packs the 16
-    matrices as GEMM A). G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]."""
-    for k in prange(K):
-        t = np.empty(12, np.float32)
-        for c in range(C):
-            o = (k * C + c) * 9
-            for j in range(3):  # t = G g (4 x 3)
-                g0, g1, g2 = w[o + j], w[o + 3 + j], w[o + 6 + j]
-                t[j] = g0
-                t[3 + j] = 0.5 * (g0 + g1 + g2)
-                t[6 + j] = 0.5 * (g0 - g1 + g2)
-                t[9 + j] = g2
-            for i in range(4):  # (G g) G^T (4 x 4)
-                a0, a1, a2 = t[3 * i], t[3 * i + 1], t[3 * i + 2]
-                base = (4 * i) * K * C + k * C + c
-                u[base] = a0
-                u[base + K * C] = 0.5 * (a0 + a1 + a2)
-                u[base + 2 * K * C] = 0.5 * (a0 - a1 + a2)
-                u[base + 3 * K * C] = a2
+def _winograd_weights(w, K, C, pa):
+    """U[e] (K x C) = (G g G^T)[e] for each (k, c), e < 16, written straight into the
+    packed GEMM A layout (_pack_a_panel's, matrix e at pa[e*Mp*C]; rows K..Mp zero), in
+    parallel over row panels: no U matrix and no packing pass."""
+    Mp = (K + MR - 1) // MR * MR
+    for ip in prange(Mp // MR):
+        for k0 in range(0, C, KC):
+            kc = min(KC, C - k0)
+            for kk in range(kc):
+                for r in range(MR):
+                    dst = k0 * Mp + ip * MR * kc + kk * MR + r
+                    k = ip * MR + r
+                    if k >= K:
+                        for e in range(16):
+                            pa[e * Mp * C + dst] = 0.0
+                        continue
+                    o = (k * C + k0 + kk) * 9
+                    # G g: columns j of g -> (t0j, t1j, t2j, t3j)
+                    c0 = _wino_g(w[o], w[o + 3], w[o + 6])
+                    c1 = _wino_g(w[o + 1], w[o + 4], w[o + 7])
+                    c2 = _wino_g(w[o + 2], w[o + 5], w[o + 8])
+                    for i in range(4):  # (G g) G^T: row i -> U[4i .. 4i+3]
+                        u = _wino_g(c0[i], c1[i], c2[i])
+                        for j in range(4):
+                            pa[(4 * i + j) * Mp * C + dst] = u[j]
+
+
+def _wino_block(ntiles, N, nt):
+    """Tiles per work item: WINO_T, unless the images alone cannot keep nt threads busy;
+    then the smallest multiple of NR (>= 32: narrower GEMMs lose more than an idle thread)
+    that makes the (image, block) items a multiple of nt, else WINO_T."""
+    if nt <= 1 or N >= 4 * nt:
+        return WINO_T
+    for T in range(WINO_T, 2 * NR - 1, -NR):
+        if (N * -(-ntiles // T)) % nt == 0:
+            return T
+    return WINO_T
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
-def _conv2d_winograd(x, pa, bias, has_bias, y, N, C, H, W, K, P, Q, pt, pl, relu, simd):
-    """Blocks of WINO_T output tiles per work item: input transform V = B^T d B into
-    (16, C, T), 16 packed GEMMs into (16, K, T), output transform + bias (+ ReLU)."""
-    T = WINO_T
-    tP = (P + 1) // 2
+def _conv2d_winograd(xp, Hp, Wp, pa, bias, has_bias, y, N, C, K, P, Q, T, relu, simd):
+    """Blocks of T tiles (a multiple of NR) per work item, from xp: the input zero-padded to
+    (N*C, Hp, Wp), tile (ti, tj) reading rows 2ti.. 2ti+3, columns 2tj .. 2tj+3.
+    V = B^T d B into packed B panels (per e: C x T, as _pack_b lays them out; tiles past
+    the block's last repeat it), 16 GEMMs reading those panels in place into M (16, K, T),
+    then the output transform + bias (+ ReLU), clipped at ragged P / Q edges."""
     tQ = (Q + 1) // 2
-    ntiles = tP * tQ
+    ntiles = (P + 1) // 2 * tQ
     nblk = (ntiles + T - 1) // T
     Mp = (K + MR - 1) // MR * MR
     geo = np.zeros(11, np.int64)
@@ -634,75 +712,71 @@ def _conv2d_winograd(x, pa, bias, has_bias, y, N, C, H, W, K, P, Q, pt, pl, relu
         n = it // nblk
         t0 = (it % nblk) * T
         tn = min(T, ntiles - t0)
-        v = np.empty(16 * C * T, np.float32)
-        m = np.empty(16 * K * T, np.float32)
-        d = np.empty(16, np.float32)
-        pb = np.empty(KC * NC, np.float32)
+        vs = C * T + WINO_PAD  # stride of the 16 V and M matrices (see WINO_PAD)
+        ms = K * T + WINO_PAD
+        v = np.empty(16 * vs, np.float32)
+        m = np.empty(16 * ms, np.float32)
+        d = np.empty(4 * T, np.float32)  # one channel's 2x2 outputs, tile-minor
         tmp = np.empty(MR * NR, np.float32)
-        ih0 = np.empty(NC, np.int64)
-        tis = np.empty(T, np.int64)
-        tjs = np.empty(T, np.int64)
-        for tt in range(tn):
-            tis[tt] = (t0 + tt) // tQ
-            tjs[tt] = (t0 + tt) % tQ
-        for c in range(C):  # channel outer, tiles inner: v is written contiguously
-            xo = (n * C + c) * H * W
-            for tt in range(tn):
-                h0 = 2 * tis[tt] - pt
-                w0 = 2 * tjs[tt] - pl
-                for i in range(4):
-                    h = h0 + i
+        ih0 = np.empty(1, np.int64)
+        tpad = (tn + NR - 1) // NR * NR  # columns of the B panels the GEMMs read
+        toff = np.empty(T, np.int64)  # tile -> its patch corner in a padded plane
+        for tt in range(tpad):
+            t = t0 + min(tt, tn - 1)
+            toff[tt] = 2 * (t // tQ) * Wp + 2 * (t % tQ)
+        for c in range(C):  # channel outer, tiles inner: each of the 16 v streams contiguous
+            k0 = c // KC * KC
+            kc = min(KC, C - k0)
+            vo = k0 * T + (c - k0) * NR  # element (c, tile 0) of the block's B panels
+            xo = (n * C + c) * Hp * Wp
+            for tt in range(tpad):
+                o = xo + toff[tt]
+                # B^T d: columns j of the patch
+                d0 = _wino_bt(xp[o], xp[o + Wp], xp[o + 2 * Wp], xp[o + 3 * Wp])
+                d1 = _wino_bt(xp[o + 1], xp[o + 1 + Wp], xp[o + 1 + 2 * Wp],
+                              xp[o + 1 + 3 * Wp])
+                d2 = _wino_bt(xp[o + 2], xp[o + 2 + Wp], xp[o + 2 + 2 * Wp],
+                              xp[o + 2 + 3 * Wp])
+                d3 = _wino_bt(xp[o + 3], xp[o + 3 + Wp], xp[o + 3 + 2 * Wp],
+                              xp[o + 3 + 3 * Wp])
+                dst = vo + (tt // NR) * kc * NR + tt % NR
+                for i in range(4):  # (B^T d) B: row i -> V[4i .. 4i+3]
+                    r = _wino_bt(d0[i], d1[i], d2[i], d3[i])
                     for j in range(4):
-                        ww = w0 + j
-                        if h >= 0 and h < H and ww >= 0 and ww < W:
-                            d[4 * i + j] = x[xo + h * W + ww]
-                        else:
-                            d[4 * i + j] = 0.0
-                for j in range(4):  # B^T d: rows
-                    r0, r1, r2, r3 = d[j], d[4 + j], d[8 + j], d[12 + j]
-                    d[j] = r0 - r2
-                    d[4 + j] = r1 + r2
-                    d[8 + j] = r2 - r1
-                    d[12 + j] = r1 - r3
-                for i in range(4):  # (B^T d) B: columns
-                    c0, c1, c2, c3 = d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
-                    o = (4 * i) * C * T + c * T + tt
-                    v[o] = c0 - c2
-                    v[o + C * T] = c1 + c2
-                    v[o + 2 * C * T] = c2 - c1
-                    v[o + 3 * C * T] = c1 - c3
-        for e in range(16):
-            _sgemm_block(pa, e * Mp * C, Mp, 0, C, 0, K, 0, tn, B_ROWMAJOR, v, e * C * T, T,
-                         geo, m, e * K * T, T, False, False, simd, pb, tmp, ih0, ih0)
-        for k in range(K):  # output channel outer, tiles inner: m is read contiguously
+                        v[(4 * i + j) * vs + dst] = r[j]
+        for e in range(16):  # (B_PACKED: no pb scratch; v stands in for it)
+            _sgemm_block(pa, e * Mp * C, Mp, 0, C, 0, K, 0, tn, B_PACKED, v, e * vs, T,
+                         geo, m, e * ms, T, False, False, simd, v, tmp, ih0, ih0)
+        for k in range(K):  # output channel outer: the 16 m streams read contiguously
+            b0 = bias[k] if has_bias else np.float32(0.0)
+            mo = k * T
             for tt in range(tn):
-                ti = tis[tt]
-                tj = tjs[tt]
-                for e in range(16):
-                    d[e] = m[e * K * T + k * T + tt]
-                b0 = bias[k] if has_bias else np.float32(0.0)
-                for i in range(2):  # A^T m A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-                    oh = 2 * ti + i
-                    if oh >= P:
-                        continue
-                    if i == 0:
-                        r0 = d[0] + d[4] + d[8]
-                        r1 = d[1] + d[5] + d[9]
-                        r2 = d[2] + d[6] + d[10]
-                        r3 = d[3] + d[7] + d[11]
-                    else:
-                        r0 = d[4] - d[8] - d[12]
-                        r1 = d[5] - d[9] - d[13]
-                        r2 = d[6] - d[10] - d[14]
-                        r3 = d[7] - d[11] - d[15]
-                    for j in range(2):
-                        ow = 2 * tj + j
-                        if ow >= Q:
-                            continue
-                        val = (r0 + r1 + r2 if j == 0 else r1 - r2 - r3) + b0
-                        if relu and val <= 0:
-                            val = np.float32(0.0)
-                        y[((n * K + k) * P + oh) * Q + ow] = val
+                # A^T m: columns j of the 4x4 m (m[4i + j] from M[4i + j])
+                s0 = _wino_at(m[mo + tt], m[mo + 4 * ms + tt], m[mo + 8 * ms + tt],
+                              m[mo + 12 * ms + tt])
+                s1 = _wino_at(m[mo + ms + tt], m[mo + 5 * ms + tt], m[mo + 9 * ms + tt],
+                              m[mo + 13 * ms + tt])
+                s2 = _wino_at(m[mo + 2 * ms + tt], m[mo + 6 * ms + tt],
+                              m[mo + 10 * ms + tt], m[mo + 14 * ms + tt])
+                s3 = _wino_at(m[mo + 3 * ms + tt], m[mo + 7 * ms + tt],
+                              m[mo + 11 * ms + tt], m[mo + 15 * ms + tt])
+                for i in range(2):  # (A^T m) A: d[2i + j][tt] = output (i, j) + bias
+                    o = _wino_at(s0[i], s1[i], s2[i], s3[i])
+                    d[2 * i * T + tt] = o[0] + b0
+                    d[(2 * i + 1) * T + tt] = o[1] + b0
+            yo = (n * K + k) * P * Q
+            for tt in range(tn):  # scatter, clipped at ragged P / Q edges
+                t = t0 + tt
+                oh = 2 * (t // tQ)
+                ow = 2 * (t % tQ)
+                for i in range(2):
+                    if oh + i < P:
+                        for j in range(2):
+                            if ow + j < Q:
+                                val = d[(2 * i + j) * T + tt]
+                                if relu and val <= 0:
+                                    val = np.float32(0.0)
+                                y[yo + (oh + i) * Q + ow + j] = val
 
 
 def _winograd_ok(p):
@@ -753,12 +827,15 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto", simd=True):
     Kg, CRS = p.K // p.groups, p.C // p.groups * p.R * p.S
     Mp = -(-Kg // MR) * MR
     if algorithm == "winograd":
-        u = np.empty(16 * p.K * p.C, np.float32)
-        _winograd_weights(wf, p.K, p.C, u)
         pa = np.empty(16 * Mp * p.C, np.float32)
-        _pack_a(u, 0, p.K * p.C, p.C, False, p.K, p.C, np.float32(1.0), pa, 0, Mp * p.C, 16)
-        _conv2d_winograd(xf, pa, bias1, has_bias, yf, p.N, p.C, p.H, p.W, p.K, p.P, p.Q,
-                         p.pad_top, p.pad_left, relu, bool(simd))
+        _winograd_weights(wf, p.K, p.C, pa)
+        # padded so that every tile's 4x4 patch is inside: 2 * tiles + 2 rows / columns
+        Hp, Wp = 2 * ((p.P + 1) // 2) + 2, 2 * ((p.Q + 1) // 2) + 2
+        xp = np.empty(p.N * p.C * Hp * Wp, np.float32)
+        _pad_input(xf, xp, p.N * p.C, p.H, p.W, Hp, Wp, p.pad_top, p.pad_left)
+        T = _wino_block(((p.P + 1) // 2) * ((p.Q + 1) // 2), p.N, numba.get_num_threads())
+        _conv2d_winograd(xp, Hp, Wp, pa, bias1, has_bias, yf, p.N, p.C, p.K, p.P, p.Q, T,
+                         relu, bool(simd))
         return y
     if algorithm == "1x1":
         mode, src, Hp, Wp = B_ROWMAJOR, xf, p.H, p.W
