@@ -96,9 +96,12 @@ def check_usable(name):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "op(name, exclude=()): the fastconv op a test exercises; restricts its "
-        "`backend` parametrisation to the backends that KERNELS lists for that op, "
-        "minus `exclude`")
+        "markers", "host_only: a CPU-only property (e.g. thread counts); no GPU backends")
+    config.addinivalue_line(
+        "markers", "op(name, exclude=(), simulator=True): the fastconv op a test exercises; "
+        "restricts its `backend` parametrisation to the backends that KERNELS lists for that "
+        "op, minus `exclude` (and minus cuda under the CUDA simulator when simulator=False "
+        "or when naive is excluded)")
 
 
 def pytest_generate_tests(metafunc):
@@ -109,11 +112,14 @@ def pytest_generate_tests(metafunc):
     if mark:
         # exclude=("naive",): tests on shapes too large for the pure-Python spec.
         exclude = set(mark.kwargs.get("exclude", ()))
-        if "naive" in exclude and cuda_simulated():
+        if cuda_simulated() and ("naive" in exclude or not mark.kwargs.get("simulator", True)):
             exclude.add("cuda")
         names = [n for n in names if n not in exclude]
         assert names or mark.kwargs.get("exclude"), (
             f"no backend in KERNELS implements {mark.args[0]!r}")
+    host_only = metafunc.definition.get_closest_marker("host_only")
+    if host_only:
+        names = [n for n in names if n not in _registry.DEVICE_BACKENDS]
     metafunc.parametrize("backend", names, indirect=True, ids=[f"be={n}" for n in names])
 
 

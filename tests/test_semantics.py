@@ -492,11 +492,10 @@ def test_omp_num_threads_sets_the_start_value():
     assert out == ["3", "3"], out
 
 
+@pytest.mark.host_only  # set_num_threads sets CPU threads
 @pytest.mark.parametrize("op", ["conv2d", "gemm", "max_pool2d", "avg_pool2d",
                                 "local_response_norm", "softmax", "batch_norm", "linear"])
 def test_results_identical_across_thread_counts(backend, op):
-    if backend in _registry.DEVICE_BACKENDS:
-        pytest.skip("set_num_threads sets CPU threads; a GPU backend does not use them")
     rng = np.random.default_rng(7)
     f = np.float32
     args = {

@@ -6,7 +6,9 @@ are loaded (``model.load_weights(path.npz)``).
     logits = model(x)
 """
 from .alexnet import alexnet, zfnet
+from .googlenet import googlenet
 from .lenet import lenet5
+from .resnet import resnet50
 from .vgg import vgg16, vgg19
 
-__all__ = ["lenet5", "alexnet", "zfnet", "vgg16", "vgg19"]
+__all__ = ["lenet5", "alexnet", "zfnet", "vgg16", "vgg19", "googlenet", "resnet50"]

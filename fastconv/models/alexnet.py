@@ -14,37 +14,37 @@ import numpy as np
 from .. import nn
 
 
-def _classifier(rng, in_features, hidden, classes, dropout_first=False):
-    layers = []
-    if dropout_first:
-        layers.append(("drop6", nn.Dropout()))
-    layers += [("fc6", nn.Linear(in_features, hidden, rng=rng)), ("relu6", nn.ReLU())]
-    if not dropout_first:
-        layers.append(("drop6", nn.Dropout()))
-    if dropout_first:
-        layers.append(("drop7", nn.Dropout()))
-    layers += [("fc7", nn.Linear(hidden, hidden, rng=rng)), ("relu7", nn.ReLU())]
-    if not dropout_first:
-        layers.append(("drop7", nn.Dropout()))
-    layers.append(("fc8", nn.Linear(hidden, classes, rng=rng)))
-    return layers
+def _classifier(rng, in_features, hidden, classes):
+    return [
+        ("fc6", nn.Linear(in_features, hidden, rng=rng)), ("relu6", nn.ReLU()),
+        ("drop6", nn.Dropout()),
+        ("fc7", nn.Linear(hidden, hidden, rng=rng)), ("relu7", nn.ReLU()),
+        ("drop7", nn.Dropout()),
+        ("fc8", nn.Linear(hidden, classes, rng=rng)),
+    ]
 
 
 def alexnet(num_classes=1000, variant="original", *, seed=0):
     rng = np.random.default_rng(seed)
     if variant == "torchvision":
-        # torchvision.models.alexnet: features then AdaptiveAvgPool2d((6, 6)), which is the
-        # identity for 224x224 inputs (the features already end at 6x6).
+        # torchvision.models.alexnet, with its module names (features.<i>, classifier.<i>)
+        # as node names so its state_dict loads one to one. Its AdaptiveAvgPool2d((6, 6))
+        # is the identity for 224x224 inputs (the features already end at 6x6).
         layers = [
-            ("conv1", nn.Conv2d(3, 64, 11, stride=4, padding=2, rng=rng)), ("relu1", nn.ReLU()),
-            ("pool1", nn.MaxPool2d(3, 2)),
-            ("conv2", nn.Conv2d(64, 192, 5, padding=2, rng=rng)), ("relu2", nn.ReLU()),
-            ("pool2", nn.MaxPool2d(3, 2)),
-            ("conv3", nn.Conv2d(192, 384, 3, padding=1, rng=rng)), ("relu3", nn.ReLU()),
-            ("conv4", nn.Conv2d(384, 256, 3, padding=1, rng=rng)), ("relu4", nn.ReLU()),
-            ("conv5", nn.Conv2d(256, 256, 3, padding=1, rng=rng)), ("relu5", nn.ReLU()),
-            ("pool5", nn.MaxPool2d(3, 2)), ("flatten", nn.Flatten()),
-        ] + _classifier(rng, 256 * 6 * 6, 4096, num_classes, dropout_first=True)
+            ("features.0", nn.Conv2d(3, 64, 11, stride=4, padding=2, rng=rng)),
+            ("features.1", nn.ReLU()), ("features.2", nn.MaxPool2d(3, 2)),
+            ("features.3", nn.Conv2d(64, 192, 5, padding=2, rng=rng)),
+            ("features.4", nn.ReLU()), ("features.5", nn.MaxPool2d(3, 2)),
+            ("features.6", nn.Conv2d(192, 384, 3, padding=1, rng=rng)), ("features.7", nn.ReLU()),
+            ("features.8", nn.Conv2d(384, 256, 3, padding=1, rng=rng)), ("features.9", nn.ReLU()),
+            ("features.10", nn.Conv2d(256, 256, 3, padding=1, rng=rng)),
+            ("features.11", nn.ReLU()), ("features.12", nn.MaxPool2d(3, 2)),
+            ("flatten", nn.Flatten()),
+            ("classifier.0", nn.Dropout()), ("classifier.1", nn.Linear(9216, 4096, rng=rng)),
+            ("classifier.2", nn.ReLU()), ("classifier.3", nn.Dropout()),
+            ("classifier.4", nn.Linear(4096, 4096, rng=rng)), ("classifier.5", nn.ReLU()),
+            ("classifier.6", nn.Linear(4096, num_classes, rng=rng)),
+        ]
         return nn.Sequential(*layers, name="alexnet-torchvision")
     if variant != "original":
         raise ValueError(f"variant={variant!r} must be 'original' or 'torchvision'")

@@ -157,6 +157,22 @@ class Graph:
                 node.layer.set_parameters(own)
         self._plans.clear()
 
+    def load_state_dict(self, source):
+        """A PyTorch state_dict (a dict of tensors, or a .pt/.pth path; needs torch) whose
+        names follow this model's node names, i.e. torchvision's layout for the models
+        that say so. ``num_batches_tracked`` counters are ignored; every other name and
+        shape must match (ValueError lists the differences)."""
+        if not isinstance(source, dict):
+            try:
+                import torch
+            except ImportError:
+                raise ImportError("loading a .pt state_dict needs torch installed "
+                                  "(pip install torch); or convert it to .npz") from None
+            source = torch.load(source, map_location="cpu", weights_only=True)
+        weights = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+                   for k, v in source.items() if not k.endswith("num_batches_tracked")}
+        self.load_weights(weights)
+
 
 class Sequential(Graph):
     """A chain of layers. ``Sequential(Conv2d(...), ReLU(), ...)`` or with names,
