@@ -153,6 +153,16 @@ def test_graph_on_device_keeps_activations_there():
         ref = layer_by_layer(model, x)
     assert_close(y_host, ref, reduction=36, case="cuda graph, host input")
     assert_close(y_dev.copy_to_host(), ref, reduction=36, case="cuda graph, device input")
+    # residual add and concat (ResNet / Inception glue) on the device too
+    g = nn.Graph()
+    g.add("c", nn.Conv2d(1, 2, 3, padding=1))
+    g.add("add", nn.Add(activation="relu"), ["c", "c"])
+    g.add("cat", nn.Concat(), ["add", "c"])
+    yd = g(cuda.to_device(x))
+    assert not isinstance(yd, np.ndarray)
+    with fc.use_backend("naive"):
+        ref = layer_by_layer(g, x)
+    assert_close(yd.copy_to_host(), ref, reduction=9, case="cuda add/concat")
 
 
 # ---------------------------------------------------------------------------- weights

@@ -662,6 +662,62 @@ def batch_norm(x, mean, var, weight, bias, eps):
     return _returned(y, x)
 
 
+# --------------------------------------------------------------------------- graph glue
+# Not ops of the public API: what fastconv.nn's Add and Concat need so that ResNet's
+# shortcuts and Inception's branch merges stay on the device.
+
+
+@cuda.jit
+def _add_kernel(a, b, y):
+    i = cuda.grid(1)
+    if i < y.shape[0]:
+        y[i] = a[i] + b[i]
+
+
+@_public
+def add(a, b):
+    """a + b for two device arrays of the same shape -> a device array."""
+    y = _empty(a.shape)
+    n = y.size
+    threads = _threads_1d(n)
+    _add_kernel[_blocks(n, threads), threads](a.reshape(n), b.reshape(n), y.reshape(n))
+    return y
+
+
+@cuda.jit
+def _copy_into_kernel(x, y, offset):
+    """x (outer, Cx, inner) into y[:, offset:offset + Cx, :] of y (outer, Cy, inner)."""
+    outer, Cx, inner = x.shape
+    i = cuda.grid(1)
+    if i >= outer * Cx * inner:
+        return
+    j = i % inner
+    t = i // inner
+    c = t % Cx
+    o = t // Cx
+    y[o, offset + c, j] = x[o, c, j]
+
+
+@_public
+def concat(xs, axis):
+    """Concatenate device arrays along ``axis`` (shapes equal elsewhere) -> a device array."""
+    shape = list(xs[0].shape)
+    shape[axis] = sum(x.shape[axis] for x in xs)
+    y = _empty(tuple(shape))
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    y3 = y.reshape(outer, shape[axis], inner)
+    offset = 0
+    for x in xs:
+        n = x.size
+        if n:
+            threads = _threads_1d(n)
+            _copy_into_kernel[_blocks(n, threads), threads](
+                x.reshape(outer, x.shape[axis], inner), y3, offset)
+        offset += x.shape[axis]
+    return y
+
+
 # --------------------------------------------------------------------------- info
 
 

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .. import _checks, ops
+from .. import _checks, _registry, ops
 
 
 class _Shape:
@@ -37,6 +37,10 @@ def _param(name, value, shape):
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} of shape {arr.shape} must have shape {tuple(shape)}")
     return arr
+
+
+def _to_device(gpu, x):
+    return x if _checks.is_device_array(x) else gpu.constant(x)
 
 
 def _xy(pair):
@@ -362,6 +366,9 @@ class Concat(Layer):
         return f"along axis {self.axis}"
 
     def forward(self, *xs):
+        if any(_checks.is_device_array(x) for x in xs):  # keep GPU activations on the GPU
+            gpu = _registry.backend_module("cuda")
+            return gpu.concat([_to_device(gpu, x) for x in xs], self.axis % len(xs[0].shape))
         return np.concatenate([np.asarray(x) for x in xs], axis=self.axis)
 
 
@@ -381,7 +388,16 @@ class Add(Layer):
         return "elementwise sum" + (f", {self.activation}" if self.activation else "")
 
     def forward(self, *xs):
-        y = np.add(xs[0], xs[1])
-        for x in xs[2:]:
-            np.add(y, x, out=y)
+        if any(_checks.is_device_array(x) for x in xs):  # keep GPU activations on the GPU
+            gpu = _registry.backend_module("cuda")
+            if len({tuple(x.shape) for x in xs}) != 1:
+                raise ValueError(f"Add on device arrays needs equal shapes, got "
+                                 f"{[tuple(x.shape) for x in xs]}")
+            y = _to_device(gpu, xs[0])
+            for x in xs[1:]:
+                y = gpu.add(y, _to_device(gpu, x))
+        else:
+            y = np.add(xs[0], xs[1])
+            for x in xs[2:]:
+                np.add(y, x, out=y)
         return ops.relu(y) if self.activation == "relu" else y
