@@ -1,8 +1,10 @@
-"""The ``fastconv`` command line: ``fastconv info`` and ``fastconv demo``.
+"""The ``fastconv`` command line: ``fastconv info | demo | run``.
 
-``demo`` runs a LeNet-5-sized forward pass (conv 6@5x5, pool, conv 16@5x5,
-pool, FC 120-84-10, softmax) on every usable backend, checks that they agree,
-and prints the time per backend and the speedup over the naive Python loops.
+``demo`` runs LeNet-5 (``fastconv.models.lenet5``: conv 6@5x5, pool, conv 16@5x5,
+pool, FC 120-84-10) on every usable backend, checks that they agree, and prints the
+time per backend and the speedup over the naive Python loops.
+``run MODEL`` runs a model by name (``alexnet``, ``vgg16`` ...) or an ``.onnx`` file on
+random input and prints the top classes; ``--profile`` adds a per-layer time table.
 """
 from __future__ import annotations
 
@@ -14,36 +16,7 @@ import time
 import numpy as np
 
 import fastconv
-
-
-def _he(rng, shape, fan_in):
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-
-
-def lenet5_params(seed=0):
-    """He-initialised LeNet-5 weights: 32x32x1 input -> 10 classes."""
-    rng = np.random.default_rng(seed)
-    return {
-        "conv1": (_he(rng, (6, 1, 5, 5), 25), np.zeros(6, np.float32)),
-        "conv2": (_he(rng, (16, 6, 5, 5), 150), np.zeros(16, np.float32)),
-        "fc1": (_he(rng, (120, 400), 400), np.zeros(120, np.float32)),
-        "fc2": (_he(rng, (84, 120), 120), np.zeros(84, np.float32)),
-        "fc3": (_he(rng, (10, 84), 84), np.zeros(10, np.float32)),
-    }
-
-
-def lenet5_forward(x, params, backend):
-    """x (N, 1, 32, 32) -> class probabilities (N, 10), every op on ``backend``."""
-    f = fastconv
-    y = f.conv2d(x, *params["conv1"], activation="relu", backend=backend)    # 28x28x6
-    y = f.max_pool2d(y, 2, backend=backend)                                   # 14x14x6
-    y = f.conv2d(y, *params["conv2"], activation="relu", backend=backend)    # 10x10x16
-    y = f.max_pool2d(y, 2, backend=backend)                                   # 5x5x16
-    y = y.reshape(y.shape[0], -1)
-    y = f.relu(f.linear(y, *params["fc1"], backend=backend), backend=backend)
-    y = f.relu(f.linear(y, *params["fc2"], backend=backend), backend=backend)
-    y = f.linear(y, *params["fc3"], backend=backend)
-    return f.softmax(y, axis=1, backend=backend)
+from fastconv import _registry, models, nn
 
 
 def _time(fn, min_seconds=0.2, max_repeats=50):
@@ -67,20 +40,27 @@ def cmd_info(args):
     return 0
 
 
+def lenet5_forward(model, x, backend):
+    with fastconv.use_backend(backend):
+        return fastconv.softmax(model(x), axis=1)
+
+
 def cmd_demo(args):
     if args.threads:
         fastconv.set_num_threads(args.threads)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((args.batch, 1, 32, 32)).astype(np.float32)
-    params = lenet5_params()
+    model = models.lenet5()
     print(f"LeNet-5 forward, batch {args.batch}, input {x.shape}, {fastconv.get_num_threads()} threads")
     reference, rows = None, []
     for backend in fastconv.backends():
-        out = lenet5_forward(x, params, backend)
+        if backend in _registry.DEVICE_BACKENDS and "simulator" in fastconv.info().get("cuda", ""):
+            continue  # the CUDA simulator is for tests, not for timing
+        out = lenet5_forward(model, x, backend)
         if reference is None:
             reference = out
         err = float(np.max(np.abs(out - reference)))
-        seconds = _time(lambda b=backend: lenet5_forward(x, params, b))
+        seconds = _time(lambda b=backend: lenet5_forward(model, x, b))
         rows.append((backend, seconds, err))
     naive = dict((b, s) for b, s, _ in rows).get("naive")
     print(f"{'backend':<8} {'ms/batch':>10} {'img/s':>10} {'x naive':>9} {'max |diff|':>11}")
@@ -96,6 +76,66 @@ def cmd_demo(args):
     return 0
 
 
+# Input size of each named model (channels, height, width).
+MODEL_INPUTS = {"lenet5": (1, 32, 32), "alexnet": (3, 227, 227)}
+
+
+def _load_model(spec, batch):
+    """(model, input shape) from a model name or an .onnx path."""
+    if spec.endswith(".onnx"):
+        from . import onnx as fc_onnx
+
+        model = fc_onnx.load(spec)
+        shape = getattr(model, "input_shapes", {}).get(model.input_names[0])
+        if not shape:
+            raise SystemExit(f"{spec}: cannot tell the input shape of {model.input_names[0]!r}")
+        return model, (batch,) + tuple(shape[1:])
+    if spec not in models.__all__:
+        raise SystemExit(f"unknown model {spec!r}: give an .onnx path or one of "
+                         f"{', '.join(models.__all__)}")
+    return getattr(models, spec)(), (batch,) + MODEL_INPUTS.get(spec, (3, 224, 224))
+
+
+def cmd_run(args):
+    if args.threads:
+        fastconv.set_num_threads(args.threads)
+    model, shape = _load_model(args.model, args.batch)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with fastconv.use_backend(args.backend):
+        plan = model.plan_for(x)
+        logits = plan.run(x)[0]  # warm-up: JIT, caches, weight upload
+        seconds = _time(lambda: plan.run(x), min_seconds=args.seconds)
+        probs = fastconv.softmax(np.asarray(logits).reshape(len(x), -1), axis=1)
+    print(f"{args.model}: batch {args.batch}, input {shape}, backend {args.backend}, "
+          f"{fastconv.get_num_threads()} threads: {seconds * 1e3:.2f} ms per batch, "
+          f"{args.batch / seconds:.1f} img/s")
+    for i, row in enumerate(probs[:args.show]):
+        top = row.argsort()[::-1][:5]
+        print(f"image {i}: top-5 classes " + ", ".join(f"{c} ({row[c]:.3f})" for c in top))
+    if args.profile:
+        _print_profile(model, plan, x)
+    return 0
+
+
+def _print_profile(model, plan, x, repeats=5):
+    """Per-step time (median over repeats), share of the total, and GFLOP/s of the MACs."""
+    runs = []
+    for _ in range(repeats):
+        profile = {}
+        plan.run(x, profile=profile)
+        runs.append(profile)
+    times = {name: float(np.median([r[name] for r in runs])) for name in runs[0]}
+    total = sum(times.values())
+    macs = {r["name"]: r["macs"] for r in nn.summary(model, x.shape)}
+    kinds = {node.name: type(node.layer).__name__ for node in model.nodes}
+    print(f"{'step':<28} {'layer':<18} {'ms':>9} {'%':>6} {'GFLOP/s':>9}")
+    for name, t in times.items():
+        flops = 2 * macs.get(name, 0)
+        rate = f"{flops / t / 1e9:9.1f}" if flops and t > 0 else " " * 9
+        print(f"{name:<28} {kinds.get(name, '?'):<18} {t * 1e3:9.3f} {100 * t / total:6.1f} {rate}")
+    print(f"{'total':<28} {'':<18} {total * 1e3:9.3f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +146,15 @@ def main(argv=None):
     p_demo.add_argument("--batch", type=int, default=4)
     p_demo.add_argument("--threads", type=int, default=None)
     p_demo.set_defaults(func=cmd_demo)
+    p_run = sub.add_parser("run", help="a model by name or an .onnx file on random input")
+    p_run.add_argument("model", help=f"an .onnx path or one of: {', '.join(models.__all__)}")
+    p_run.add_argument("--batch", type=int, default=1)
+    p_run.add_argument("--backend", default="auto")
+    p_run.add_argument("--threads", type=int, default=None)
+    p_run.add_argument("--profile", action="store_true", help="per-layer time table")
+    p_run.add_argument("--seconds", type=float, default=1.0, help="timing budget")
+    p_run.add_argument("--show", type=int, default=1, help="images whose top-5 to print")
+    p_run.set_defaults(func=cmd_run)
     args = parser.parse_args(argv)
     return args.func(args)
 

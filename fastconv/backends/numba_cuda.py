@@ -116,6 +116,11 @@ def constant(a):
     return cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))
 
 
+def synchronize():
+    """Wait for every launched kernel (for timing)."""
+    cuda.synchronize()
+
+
 def _empty(shape):
     return cuda.device_array(shape, np.float32)
 
