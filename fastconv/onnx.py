@@ -735,11 +735,12 @@ def Clip_11(inputs):
 
 
 def Dropout(inputs, *, ratio=0.5, seed=None, is_test=0, consumed_inputs=None):
-    # Opset 12 moved ratio and training_mode to inputs; inference ignores the ratio.
-    _, _, training = _inputs(inputs, 3)
+    # The identity at inference: the output is the input under a second name (the planner
+    # would remove an nn.Dropout anyway). Opset 12 moved ratio and training_mode to inputs.
+    x, _, training = _inputs(inputs, 3)
     if training is not None and bool(_const(training, "Dropout's training_mode")):
         raise NotImplementedError("Dropout with training_mode=True (fastconv does inference)")
-    return nn.Dropout(ratio)
+    return x
 
 
 def _softmax(inputs, axis, log, rows):
@@ -777,7 +778,7 @@ def Flatten(inputs, *, axis=1):
     ndim = len(_runtime(inputs[0], "the input").shape)
     if not -ndim <= axis <= ndim:
         raise ValueError(f"axis={axis} is out of range for a {ndim}-D input")
-    axis %= ndim + 1
+    axis = axis + ndim if axis < 0 else axis
     if axis == 1:
         return nn.Flatten(1)  # ONNX's (N, rest) is torch.flatten(x, 1) exactly when axis=1
     return _Reshape(lambda shape: _rows(shape, axis), f"to 2-D at axis {axis}")
