@@ -40,6 +40,7 @@ of multi-output ops only the first output (Dropout's mask, MaxPool's indices: no
 """
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import math
@@ -74,7 +75,7 @@ def load(path):
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no ONNX model file at {path!r}")
+        raise FileNotFoundError(errno.ENOENT, "no ONNX model file at this path", path)
     onnx = _onnx()
     from google.protobuf.message import DecodeError
 
@@ -89,9 +90,10 @@ def from_model(model, *, source="model"):
     """An ``onnx.ModelProto`` (already in memory) as a ``fastconv.nn.Graph``."""
     # protobuf parses many byte strings (an empty file among them) into an empty
     # message without complaint, so "parsed" does not mean "is a model".
-    if not model.graph.output or not model.graph.node:
-        raise ValueError(f"{source!r} is not a valid ONNX model: its graph has "
-                         f"{len(model.graph.node)} nodes and {len(model.graph.output)} outputs")
+    if not model.graph.output or not model.opset_import:
+        raise ValueError(f"{source!r} is not a valid ONNX model: it has "
+                         f"{len(model.graph.output)} graph outputs and "
+                         f"{len(model.opset_import)} opset imports")
     return _Loader(model).graph
 
 
@@ -148,11 +150,11 @@ class _Loader:
                 raise NotImplementedError(
                     f"node {label!r} ({node.op_type}): its output {k} ({extra!r}) is used, but "
                     "fastconv.onnx computes only the first output of an op")
-        args = [self.values[name] if name else None for name in node.input]
         missing = [name for name in node.input if name and name not in self.values]
         if missing:
             raise ValueError(f"node {label!r} ({node.op_type}) reads {missing}, which nothing "
                              "before it produces (the nodes are not in topological order?)")
+        args = [self.values[name] if name else None for name in node.input]
         folding = bool(args) and not any(isinstance(a, Tensor) for a in args)
         if folding and args[0] is not None:
             args[0] = Tensor(node.input[0], args[0].shape, value=args[0])
@@ -480,6 +482,7 @@ class _LocalResponseNormOnnxWindow(nn.LocalResponseNorm):
     fastconv (as PyTorch) uses c - size/2 .. c + size/2 - 1: the mirror image. So
     reversing the channels, normalising with fastconv's window and reversing back gives
     ONNX's exactly (the clipping at the first and last channel mirrors too).
+    Host arrays only (the flips are NumPy views).
     """
 
     def describe(self):
@@ -885,10 +888,11 @@ def _pad_widths(pads, axes, ndim):
     return widths
 
 
-def Pad_2(inputs, *, mode="constant", pads=None, value=0.0, paddings=None):
+def Pad_2(inputs, *, mode="constant", pads=None, value=0.0):
     x = _runtime(inputs[0], "Pad's data")
-    return _Pad(_pad_widths(pads if pads is not None else paddings, None, len(x.shape)), mode,
-                np.float32(value))
+    if pads is None:
+        raise ValueError("Pad needs the pads attribute")
+    return _Pad(_pad_widths(pads, None, len(x.shape)), mode, np.float32(value))
 
 
 def Pad_11(inputs, *, mode="constant"):

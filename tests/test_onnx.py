@@ -429,6 +429,32 @@ def test_runs_on_every_host_backend():
                 assert_close(graph.run({"x": x})["logits"], logits, reduction=72, case=name)
 
 
+def test_numpy_layers_on_the_cuda_backend():
+    """On cuda the activations are device arrays: the NumPy layers (Sigmoid, Pad, Mul,
+    LogSoftmax) copy them to the host and back, _Gemm and the kernels take them as they are.
+    Tiny shapes: without a GPU this runs on numba's simulator."""
+    check_usable("cuda")
+    rng = np.random.default_rng(65)
+    inits = {"w": rng.standard_normal((2, 2, 3, 3)), "c": rng.standard_normal((2, 1, 1)),
+             "fc": rng.standard_normal((3, 2 * 5 * 6))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+    inits.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 0, 1], np.int64), "pads"))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["a"], ["b"]),
+             helper.make_node("Pad", ["b", "pads"], ["p"], mode="edge"),
+             helper.make_node("Mul", ["p", "c"], ["m"]),
+             helper.make_node("Flatten", ["m"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["g"], transB=1, alpha=0.5),
+             helper.make_node("LogSoftmax", ["g"], ["out"], axis=1)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                   [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    x = rand((1, 2, 4, 4), 66)
+    (expected,) = ort_run_model(model, {"x": x})
+    with fastconv.use_backend("cuda"):
+        actual = fonnx.from_model(model)(x)
+    assert_close(actual, expected, reduction=60, case="cuda")
+
+
 # --------------------------------------------------------------------------- the light model zoo
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
