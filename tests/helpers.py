@@ -152,7 +152,6 @@ def ort_run(op_type, inputs, attrs=None, *, opset=_ORT_OPSET):
 
     inputs: list of arrays or None (None = omitted optional input, empty name).
     """
-    import onnxruntime as ort
     from onnx import helper
 
     names, graph_inputs, feeds = [], [], {}
@@ -174,14 +173,22 @@ def ort_run(op_type, inputs, attrs=None, *, opset=_ORT_OPSET):
     graph = helper.make_graph([node], "oracle", graph_inputs, [out])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = min(model.ir_version, 10)
+    return ort_run_model(model, feeds)[0]
+
+
+def ort_run_model(model, feeds, *, threads=1):
+    """Run an ONNX model (a ModelProto or its serialized bytes) on ONNX Runtime (CPU, graph
+    optimisations off, so ORT computes each node as written); returns the list of outputs."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3  # ORT warns when ONNX shape inference disagrees with it (ceil_mode)
-    sess = ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)[0]
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
 
 
 def _f32(*arrays):
