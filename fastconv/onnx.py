@@ -53,7 +53,8 @@ import numpy as np
 from . import _checks, _registry, nn, ops
 from .nn.layers import _Shape
 
-__all__ = ["load", "from_model", "Tensor", "SUPPORTED_OPS"]
+__all__ = ["load", "from_model", "Tensor", "SUPPORTED_OPS", "LIGHT_MODELS", "light_model_path",
+           "randomized"]
 
 
 def _onnx():
@@ -97,6 +98,91 @@ def from_model(model, *, source="model"):
     return _Loader(model).graph
 
 
+# ============================================================================ test models
+
+LIGHT_MODELS = ("bvlc_alexnet", "zfnet512", "vgg19", "inception_v1", "resnet50")
+
+
+def light_model_path(name):
+    """Path of a "light" model that the onnx package ships for its backend tests
+    (``LIGHT_MODELS``): the real architectures, with constant placeholder weights."""
+    onnx = _onnx()
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",
+                        f"light_{name}.onnx")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, f"no light model {name!r} in this onnx "
+                                f"package (known: {', '.join(LIGHT_MODELS)})", path)
+    return path
+
+
+def _uniform(rng, shape, low, high):
+    a = rng.random(shape, dtype=np.float32)  # in place from here: no 0.4 GB temporaries
+    a *= high - low
+    a += low
+    return a
+
+
+def randomized(model, seed=0):
+    """A copy of ``model`` (a ModelProto or a path) whose float weights are seeded random
+    initializers: for testing and benchmarking models shipped without real weights.
+
+    Weights made by ``ConstantOfShape`` of a constant shape (the light models' form)
+    become initializers too. Conv and Gemm weights are He-like (uniform with variance
+    2 / fan_in) so activations stay O(1) through ReLU layers; BatchNormalization scales
+    and variances are uniform(0.5, 1.5) (variances must be positive); everything else
+    (biases, BN shifts and means) uniform(-0.1, 0.1). Unused initializers are dropped (also
+    from the graph inputs, where models of IR version < 4 list them).
+    (Uniform rather than normal: VGG19 has 140M weights and this runs in every test run.)
+    """
+    onnx = _onnx()
+    TensorProto = onnx.TensorProto
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model))
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+    shapes = {name: a.shape for name, a in inits.items() if a.dtype.kind == "f"}
+    nodes = []
+    for node in g.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
+            shapes[node.output[0]] = tuple(int(d) for d in inits[node.input[0]])
+        else:
+            nodes.append(node)
+    first_use = {}
+    for node in nodes:
+        for k, name in enumerate(node.input):
+            first_use.setdefault(name, (node, k))
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        if name not in first_use:
+            continue
+        node, k = first_use[name]
+        if node.op_type == "BatchNormalization" and k in (1, 4):
+            weights[name] = _uniform(rng, shape, 0.5, 1.5)
+        elif node.op_type in ("Conv", "Gemm") and k == 1:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            fan_in = math.prod(shape[1:]) if node.op_type == "Conv" or trans_b else shape[0]
+            bound = math.sqrt(6.0 / fan_in)
+            weights[name] = _uniform(rng, shape, -bound, bound)
+        else:
+            weights[name] = _uniform(rng, shape, -0.1, 0.1)
+    kept = [i for i in g.initializer if i.name in first_use and i.name not in weights]
+    inputs = [i for i in g.input if i.name in first_use and i.name not in weights]
+    for field, values in ((g.node, nodes), (g.initializer, kept), (g.input, inputs)):
+        del field[:]
+        field.extend(values)
+    for name, w in weights.items():
+        # filled in place: numpy_helper.from_array + extend would copy VGG's 0.5 GB twice
+        tensor = g.initializer.add()
+        tensor.name, tensor.data_type, tensor.raw_data = name, TensorProto.FLOAT, w.tobytes()
+        tensor.dims.extend(w.shape)
+    return model
+
+
+
+
 @dataclass(frozen=True)
 class Tensor:
     """A value computed at run time, as handlers see it.
@@ -129,6 +215,8 @@ class _Loader:
         for vi in runtime_inputs:
             self.values[vi.name] = _input_tensor(vi)
         self.graph = nn.Graph(inputs=[vi.name for vi in runtime_inputs], name=g.name or "onnx")
+        # the ONNX input shapes, a symbolic batch counted as 1 (``fastconv run`` uses them)
+        self.graph.input_shapes = {vi.name: self.values[vi.name].shape for vi in runtime_inputs}
         # Names read by some node or by the graph: a node output in here must be computed.
         self.used = {name for node in g.node for name in node.input} | {o.name for o in g.output}
         for i, node in enumerate(g.node):

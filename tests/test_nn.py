@@ -120,6 +120,20 @@ def test_plan_folds_and_fuses_without_changing_results():
     assert g.plan_for(rand((1, 3, 9, 9), 2)) is not plan
 
 
+def test_outputs_that_pass_inputs_through():
+    """Dropout (identity) as a graph output, fed by a graph input or by another output."""
+    x = rand((2, 3), 1)
+    g = nn.Graph(["x"], ["d"])
+    g.add("d", nn.Dropout(), ["x"])
+    np.testing.assert_array_equal(g(x), x)
+    g = nn.Graph(["x"], ["r", "d"])
+    g.add("r", nn.ReLU(), ["x"])
+    g.add("d", nn.Dropout(), ["r"])
+    r, d = g(x)
+    np.testing.assert_array_equal(r, np.maximum(x, 0))
+    np.testing.assert_array_equal(d, r)
+
+
 def test_run_feeds_and_multiple_outputs():
     g = nn.Graph(inputs=["a", "b"], outputs=["s", "r"])
     g.add("s", nn.Add(), ["a", "b"])

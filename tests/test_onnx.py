@@ -8,7 +8,7 @@ tested per backend elsewhere.
 
 The real models are the light versions of bvlc_alexnet, zfnet512, vgg19, inception_v1
 and resnet50 that the onnx package ships: their weights are ConstantOfShape fills of
-0.02, so ``randomized`` (below) turns them into seeded random initializers first, and
+0.02, so ``fastconv.onnx.randomized`` turns them into seeded random initializers first, and
 the Softmax's input is exposed as a second output so that the logits are compared too
 (random networks often saturate the softmax).
 """
@@ -457,72 +457,11 @@ def test_numpy_layers_on_the_cuda_backend():
 
 # --------------------------------------------------------------------------- the light model zoo
 
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 ZOO = ["bvlc_alexnet", "zfnet512", "vgg19", "inception_v1", "resnet50"]
 # c for every model; numpy and numba for two (the kernels differ, the import does not)
 ZOO_CASES = [(m, "c") for m in ZOO] + [(m, b) for m in ("bvlc_alexnet", "resnet50")
                                        for b in ("numpy", "numba")]
 ZOO_CASES.sort(key=lambda case: ZOO.index(case[0]))  # one model in memory at a time
-
-
-def _uniform(rng, shape, low, high):
-    a = rng.random(shape, dtype=np.float32)  # in place from here: no 0.4 GB temporaries
-    a *= high - low
-    a += low
-    return a
-
-
-def randomized(model, seed):
-    """A copy of ``model`` whose float weights are seeded random initializers.
-
-    Weights made by ``ConstantOfShape`` of a constant shape (the light models' form)
-    become initializers too. Conv and Gemm weights are He-like (uniform with variance
-    2 / fan_in) so activations stay O(1) through ReLU layers; BatchNormalization scales
-    and variances are uniform(0.5, 1.5) (variances must be positive); everything else
-    (biases, BN shifts and means) uniform(-0.1, 0.1). Unused initializers are dropped (also
-    from the graph inputs, where models of IR version < 4 list them).
-    (Uniform rather than normal: VGG19 has 140M weights and this runs in every test run.)
-    """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    g = model.graph
-    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    shapes = {name: a.shape for name, a in inits.items() if a.dtype.kind == "f"}
-    nodes = []
-    for node in g.node:
-        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
-            shapes[node.output[0]] = tuple(int(d) for d in inits[node.input[0]])
-        else:
-            nodes.append(node)
-    first_use = {}
-    for node in nodes:
-        for k, name in enumerate(node.input):
-            first_use.setdefault(name, (node, k))
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in shapes.items():
-        if name not in first_use:
-            continue
-        node, k = first_use[name]
-        if node.op_type == "BatchNormalization" and k in (1, 4):
-            weights[name] = _uniform(rng, shape, 0.5, 1.5)
-        elif node.op_type in ("Conv", "Gemm") and k == 1:
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-            fan_in = math.prod(shape[1:]) if node.op_type == "Conv" or trans_b else shape[0]
-            bound = math.sqrt(6.0 / fan_in)
-            weights[name] = _uniform(rng, shape, -bound, bound)
-        else:
-            weights[name] = _uniform(rng, shape, -0.1, 0.1)
-    kept = [i for i in g.initializer if i.name in first_use and i.name not in weights]
-    inputs = [i for i in g.input if i.name in first_use and i.name not in weights]
-    for field, values in ((g.node, nodes), (g.initializer, kept), (g.input, inputs)):
-        del field[:]
-        field.extend(values)
-    for name, w in weights.items():
-        # filled in place: numpy_helper.from_array + extend would copy VGG's 0.5 GB twice
-        tensor = g.initializer.add()
-        tensor.name, tensor.data_type, tensor.raw_data = name, TensorProto.FLOAT, w.tobytes()
-        tensor.dims.extend(w.shape)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -534,8 +473,7 @@ def zoo(tmp_path_factory):
     def get(name):
         if name not in cache:
             cache.clear()
-            model = randomized(onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx")),
-                               seed=case_seed(name))
+            model = fonnx.randomized(fonnx.light_model_path(name), seed=case_seed(name))
             softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
             model.graph.output.append(helper.make_tensor_value_info(softmax.input[0],
                                                                     TensorProto.FLOAT, None))

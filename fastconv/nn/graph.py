@@ -307,8 +307,8 @@ def _fuse(graph):
     for node in graph.nodes:
         inputs = [source(i) for i in node.inputs]
         layer = node.layer
-        if isinstance(layer, L.Dropout):
-            rename[node.name] = inputs[0]
+        if isinstance(layer, L.Dropout) and node.name not in keep_names:
+            rename[node.name] = inputs[0]  # (a Dropout that is an output stays, as identity)
             continue
         prev = by_name.get(inputs[0]) if len(inputs) == 1 else None
         only_consumer = (prev is not None and prev.name not in keep_names
