@@ -62,7 +62,7 @@ def onnx_candidates(name, threads, backend):
     from fastconv import onnx as fc_onnx
 
     proto = fc_onnx.randomized(fc_onnx.light_model_path(name), seed=0)
-    model = fc_onnx.load(proto)
+    model = fc_onnx.from_model(proto)
     shape = (1,) + tuple(model.input_shapes[model.input_names[0]][1:])
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     opts = ort.SessionOptions()
