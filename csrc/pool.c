@@ -236,7 +236,9 @@ pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, in
     const int64_t wv = W & ~(int64_t)7, qp = (W + 7) & ~(int64_t)7;
     const __m256i wmask = fc_avx2_tailmask(W - wv);
     const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
-    const __m256 cd = _mm256_set1_ps(cdiv);
+    /* the constant divisor and its reciprocal (div_by_recip: a divide per vector would
+       bound this loop) */
+    const __m256 cd = _mm256_set1_ps(cdiv), crc = _mm256_set1_ps(1.0f / cdiv);
     /* column starts: 0, 8, ..., and W - 8 for a ragged row of >= 8 (overlapping) */
     const int64_t wlast = W >= 8 ? W - 8 : 0;
     for (int64_t p0 = 0; p0 < P; p0 += pbk) {
@@ -290,7 +292,7 @@ pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, in
                                    _mm256_loadu_ps(b + q + 2), IS_MAX);
                 if (!IS_MAX) {
                     m = _mm256_add_ps(m, zero);
-                    if (cdiv != 0.0f) m = _mm256_div_ps(m, cd);
+                    if (cdiv != 0.0f) m = div_by_recip(m, cd, crc);
                     else m = div_by_recip(m, _mm256_mul_ps(dd, _mm256_loadu_ps(dv + q)),
                                           _mm256_loadu_ps(rcp + q));
                 }
@@ -300,6 +302,116 @@ pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, in
             }
         }
     }
+}
+
+/* 3x3 max pool, stride 2, no padding or dilation (AlexNet / ZFNet pool1..5, GoogLeNet):
+   row-max first, then columns in registers, two output rows per pass. Output row p reads
+   input rows 2p..2p+2, so the pass's rows p, p+1 share row 2p+2 (5 row loads, not 6). For
+   each 8-column vector the pass takes the max of the window's rows (v, per output row);
+   then 8 outputs come from 16 + 1 columns of v: m[c] = max(v[c], v[c+1]) (a one-lane shift
+   across two vectors), out[q] = max(m[2q], m[2q+1]) (even / odd lanes: two in-lane shuffles,
+   then one permute puts the 64-bit pairs in order). max_ps is not NaN-propagating, so the
+   loads are checked for NaN instead (one unordered compare per two vectors, about a third
+   of what nanmax would cost); a plane holding a NaN goes to the generic path. Columns from
+   W on are -inf (windows of ceil_mode running past the right edge). Returns the number of
+   output rows done: those whose window lies inside the plane (the rest run past the bottom
+   and take the generic path), or 0 when the plane holds a NaN. */
+FC_TARGET_AVX2 static inline __m256 k3s2_cols(__m256 a, __m256 b, __m256 c)
+{   /* a, b, c: v of columns 16j.., 16j+8.., 16j+16.. -> outputs 8j..8j+7 */
+    const __m256 ma = _mm256_max_ps(a, shift_in_right(a, _mm256_permute2f128_ps(a, b, 0x21)));
+    const __m256 mb = _mm256_max_ps(b, shift_in_right(b, _mm256_permute2f128_ps(b, c, 0x21)));
+    /* lanes: (q0 q1 q4 q5 | q2 q3 q6 q7) */
+    const __m256 o = _mm256_max_ps(_mm256_shuffle_ps(ma, mb, _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(ma, mb, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+}
+
+/* Output vector j of row p (Q outputs a row, P rows): a whole store where it stays inside
+   the plane (the spill lands on the next row, which is written after it), else masked. */
+FC_TARGET_AVX2 static inline void k3s2_store(float *yp, int64_t p, int64_t j, int64_t Q,
+                                             int64_t P, __m256i qmask, __m256 o)
+{
+    float *d = yp + p * Q + 8 * j;
+    if (p * Q + 8 * j + 8 <= P * Q) _mm256_storeu_ps(d, o);
+    else _mm256_maskstore_ps(d, qmask, o);
+}
+
+/* v (the max of the window's rows) of column vector k for the pass's output rows, from
+   input rows r[0..2*NR] (the last vector masked: lanes from W on are -inf; beyond it all
+   -inf). NaN lanes of the loads are or-ed into *nn (one compare covers two vectors). */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s2_rows(const float *r, int64_t W, int64_t k, int64_t nv, __m256i wmask, __m256 *v0,
+          __m256 *v1, __m256 *nn, const int NR)
+{
+    const __m256 pad = _mm256_set1_ps(-INFINITY);
+    if (k >= nv) {
+        *v0 = *v1 = pad;
+        return;
+    }
+    const float *c = r + 8 * k;
+    __m256 l0, l1, l2, l3 = pad, l4 = pad;
+    if (k + 1 < nv) {
+        l0 = _mm256_loadu_ps(c), l1 = _mm256_loadu_ps(c + W), l2 = _mm256_loadu_ps(c + 2 * W);
+        if (NR == 2) l3 = _mm256_loadu_ps(c + 3 * W), l4 = _mm256_loadu_ps(c + 4 * W);
+    } else { /* masked-off lanes read 0, no NaN */
+        l0 = _mm256_maskload_ps(c, wmask), l1 = _mm256_maskload_ps(c + W, wmask);
+        l2 = _mm256_maskload_ps(c + 2 * W, wmask);
+        if (NR == 2)
+            l3 = _mm256_maskload_ps(c + 3 * W, wmask), l4 = _mm256_maskload_ps(c + 4 * W, wmask);
+    }
+    _mm_prefetch((const char *)(c + 2 * NR * W + POOL_PF), _MM_HINT_T0);
+    __m256 u = _mm256_cmp_ps(l0, l1, _CMP_UNORD_Q);
+    if (NR == 2)
+        u = _mm256_or_ps(u, _mm256_or_ps(_mm256_cmp_ps(l2, l3, _CMP_UNORD_Q),
+                                         _mm256_cmp_ps(l4, l4, _CMP_UNORD_Q)));
+    else
+        u = _mm256_or_ps(u, _mm256_cmp_ps(l2, l2, _CMP_UNORD_Q));
+    *nn = _mm256_or_ps(*nn, u);
+    __m256 m0 = _mm256_max_ps(_mm256_max_ps(l0, l1), l2), m1 = m0;
+    if (NR == 2) m1 = _mm256_max_ps(_mm256_max_ps(l2, l3), l4);
+    if (k + 1 == nv) {
+        m0 = _mm256_blendv_ps(pad, m0, _mm256_castsi256_ps(wmask));
+        m1 = _mm256_blendv_ps(pad, m1, _mm256_castsi256_ps(wmask));
+    }
+    *v0 = m0, *v1 = m1;
+}
+
+/* One pass: output rows p (and p+1 when NR == 2) from input rows r[0..2*NR]. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s2_pass(const float *r, float *yp, int64_t p, int64_t W, int64_t P, int64_t Q, int64_t nv,
+          __m256i wmask, __m256i qmask, __m256 *nn, const int NR)
+{
+    const int64_t nq = (Q + 7) / 8;
+    __m256 a0, a1, b0, b1, c0, c1, first1 = _mm256_setzero_ps();
+    k3s2_rows(r, W, 0, nv, wmask, &a0, &a1, nn, NR);
+    for (int64_t j = 0; j < nq; ++j) {
+        k3s2_rows(r, W, 2 * j + 1, nv, wmask, &b0, &b1, nn, NR);
+        k3s2_rows(r, W, 2 * j + 2, nv, wmask, &c0, &c1, nn, NR);
+        k3s2_store(yp, p, j, Q, P, qmask, k3s2_cols(a0, b0, c0));
+        if (NR == 2) {
+            const __m256 o1 = k3s2_cols(a1, b1, c1);
+            /* row p+1's first vector goes last: row p's tail may spill onto it */
+            if (j == 0) first1 = o1;
+            else k3s2_store(yp, p + 1, j, Q, P, qmask, o1);
+        }
+        a0 = c0, a1 = c1;
+    }
+    if (NR == 2) k3s2_store(yp, p + 1, 0, Q, P, qmask, first1);
+}
+
+FC_TARGET_AVX2 __attribute__((noinline)) static int64_t pool_max_k3s2(const float *xp, float *yp, int64_t H, int64_t W,
+                                            int64_t P, int64_t Q)
+{
+    const int64_t pf = P < (H - 1) / 2 ? P : (H - 1) / 2; /* rows with 2p + 2 <= H - 1 */
+    const int64_t nv = (W + 7) / 8;
+    const __m256i wmask = fc_avx2_tailmask(W - 8 * (nv - 1)),
+                  qmask = fc_avx2_tailmask(Q - 8 * ((Q - 1) / 8));
+    __m256 nan = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 2 <= pf; p += 2)
+        k3s2_pass(xp + 2 * p * W, yp, p, W, P, Q, nv, wmask, qmask, &nan, 2);
+    if (p < pf) k3s2_pass(xp + 2 * p * W, yp, p, W, P, Q, nv, wmask, qmask, &nan, 1);
+    return _mm256_movemask_ps(nan) ? 0 : pf;
 }
 
 /* One plane of max (IS_MAX) or average pooling. buf: pbk row buffers of bl floats, the
@@ -328,6 +440,13 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
         pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, dv, rc, cdiv, buf, bl,
                          pbk, IS_MAX);
         return;
+    }
+    if (IS_MAX && KH == 3 && KW == 3 && SW == 2 && sh == 2 && dh == 1 && pt == 0 && pl == 0) {
+        const int64_t done = pool_max_k3s2(xp, yp, H, W, P, Q);
+        if (done == P) return;
+        /* the rest (windows running past the bottom; every row if the plane holds a NaN)
+           as a plane of its own on the generic path below */
+        xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
     }
     if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
         pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, dv, rc, IS_MAX, KH);
