@@ -113,17 +113,6 @@ FC_TARGET_AVX2 static inline __m256 tap8(const float *p, int64_t sw, __m256i gid
     return _mm256_i32gather_ps(p, gidx, 4);
 }
 
-/* Exact s / d from the reciprocal r = RN(1/d) (Markstein: q = s*r is within 1 ulp, the
-   residual e = s - q*d is exact in one FMA, and q + e*r rounds to RN(s/d)); no divide,
-   whose throughput (one per 3.5+ cycles on Zen 3) would bound the average pool. Differs from
-   the division only for subnormal quotients (by one subnormal ulp). s = +-inf makes e NaN:
-   then q (= +-inf) is the answer. */
-FC_TARGET_AVX2 static inline __m256 div_by_recip(__m256 s, __m256 d, __m256 r)
-{
-    const __m256 q = _mm256_mul_ps(s, r), e = _mm256_fnmadd_ps(q, d, s);
-    return _mm256_blendv_ps(_mm256_fmadd_ps(e, r, q), q, _mm256_cmp_ps(e, e, _CMP_UNORD_Q));
-}
-
 /* The fold of a pooling window: NaN-propagating max, or a sum. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
 pool_op(__m256 a, __m256 b, const int IS_MAX)
@@ -153,7 +142,7 @@ FC_TARGET_AVX2 static inline __m256 shift_in_left(__m256 a, __m256 ca)
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t kh,
             int64_t sh, int64_t pt, int64_t pb, int64_t dh, int count_include_pad,
-            const float *dv, const float *rc, const int IS_MAX, const int KH)
+            const float *rc, const int IS_MAX, const int KH)
 {
     const int64_t nv = (W + 7) / 8, qp = nv * 8;
     const __m256i wmask = fc_avx2_tailmask(W - (nv - 1) * 8);
@@ -164,13 +153,8 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
         valid_range(h0, dh, kh, H, &i0, &i1);
         const float *r0 = xp + (h0 + i0 * dh) * W;
         const int64_t nr = i1 - i0, rs = dh * W;
-        __m256 rsp = zero;
-        const float *rcp = rc;
-        if (!IS_MAX) { /* the divisor's row factor, as in the portable path */
-            const int64_t rsv = avg_span(p * sh - pt, kh, H, pb, count_include_pad);
-            rsp = _mm256_set1_ps((float)rsv);
-            rcp = rc + rsv * qp;
-        }
+        /* the divisor's reciprocals for this row (rowspan as in the portable path) */
+        const float *rcp = IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
         /* row-folded vector k (columns 8k..8k+7; the padding value from column W on) */
 #define ROWV(k, out)                                                                        \
         do {                                                                                \
@@ -206,9 +190,7 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
             __m256 m = pool_op(pool_op(shift_in_left(cur, lt), cur, IS_MAX),
                                shift_in_right(cur, rt), IS_MAX);
             if (!IS_MAX) /* "+ 0": the portable path's +0 start (see pool_plane_t) */
-                m = div_by_recip(_mm256_add_ps(m, zero),
-                                 _mm256_mul_ps(rsp, _mm256_loadu_ps(dv + 8 * k)),
-                                 _mm256_loadu_ps(rcp + 8 * k));
+                m = _mm256_fmadd_ps(m, _mm256_loadu_ps(rcp + 8 * k), zero);
             if (p * W + 8 * k + 8 <= P * W) _mm256_storeu_ps(yr + 8 * k, m);
             else _mm256_maskstore_ps(yr + 8 * k, wmask, m);
             lt = rt;
@@ -218,92 +200,137 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
     }
 }
 
+/* Lanes l of 8 with lo <= l < hi. */
+FC_TARGET_AVX2 static inline __m256i lanes_in(int64_t lo, int64_t hi)
+{
+    const __m256i l = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)hi), l),
+                            _mm256_cmpgt_epi32(l, _mm256_set1_epi32((int)lo - 1)));
+}
+
+/* h[c] = op(r[c-1], r[c], r[c+1]) for 8 columns of one row, from three unaligned loads of
+   the row. Taps that may leave the row are masked loads (EL: the left tap, ER: the right,
+   EC: all three, for W < 8) whose lanes outside the row read the padding value, and which
+   touch nothing outside the plane. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+k3_row(const float *r, __m256i lm, __m256i cm, __m256i rm, __m256 pad, const int IS_MAX,
+       const int EL, const int ER, const int EC)
+{
+#define K3_TAP(off, E, msk)                                                                 \
+    (!(E) ? _mm256_loadu_ps(r + (off))                                                      \
+          : IS_MAX ? _mm256_blendv_ps(pad, _mm256_maskload_ps(r + (off), msk),              \
+                                      _mm256_castsi256_ps(msk))                             \
+                   : _mm256_maskload_ps(r + (off), msk))
+    return pool_op(pool_op(K3_TAP(-1, EL || EC, lm), K3_TAP(0, EC, cm), IS_MAX),
+                   K3_TAP(1, ER || EC, rm), IS_MAX);
+#undef K3_TAP
+}
+
+/* One strip of 8 output columns from c0, output rows [p0, p1): walking down the rows with
+   h of the window's rows in registers, y[p] = op(h[p-pt], h[p-pt+1], h[p-pt+2]) (h of rows
+   outside the plane: the padding value). Average: times the reciprocal of the divisor,
+   1 / cdiv when all windows share it, else rc[rowspan(p) * qp + q] (as pool_plane_t); an FMA
+   with +0 so a -0 sum gives +0, as the portable path's sums from +0 do. (Software prefetch
+   of the input or, for writing, the output a plane or two ahead was no faster in an A/B
+   timing from L3.) */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s1_strip(const float *xp, float *yp, int64_t H, int64_t W, int64_t c0, int64_t p0,
+           int64_t p1, int64_t pt, int64_t pb, int count_include_pad, const float *rc,
+           int64_t qp, float cdiv, const int IS_MAX, const int UNI,
+           const int EL, const int ER, const int EC)
+{
+    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
+    const __m256 rcd = _mm256_set1_ps(1.0f / cdiv);
+    const __m256i lm = lanes_in(1 - c0, W + 1 - c0), cm = lanes_in(-c0, W - c0),
+                  rm = lanes_in(-1 - c0, W - 1 - c0);
+    const float *xc = xp + c0;
+#define K3_ROW(r) k3_row(xc + (r) * W, lm, cm, rm, pad, IS_MAX, EL, ER, EC)
+#define K3_H(r) ((r) >= 0 && (r) < H ? K3_ROW(r) : pad)
+    /* output row p: scale, store */
+#define K3_OUT(p, v)                                                                        \
+    do {                                                                                    \
+        __m256 m_ = (v);                                                                    \
+        if (!IS_MAX)                                                                        \
+            m_ = _mm256_fmadd_ps(m_, UNI ? rcd : _mm256_loadu_ps(rc + c0 + qp *            \
+                                 avg_span((p) - pt, 3, H, pb, count_include_pad)), zero);   \
+        if (EC) _mm256_maskstore_ps(yp + (p) * W + c0, cm, m_);                             \
+        else _mm256_storeu_ps(yp + (p) * W + c0, m_);                                       \
+    } while (0)
+    __m256 ha = K3_H(p0 - pt), hb = K3_H(p0 - pt + 1);
+    /* the window's last row p - pt + 2 lies inside the plane for p in [lo, hi): no checks */
+    const int64_t lo = pt - 2 < p0 ? p0 : pt - 2 > p1 ? p1 : pt - 2;
+    const int64_t hi = H + pt - 2 < lo ? lo : H + pt - 2 > p1 ? p1 : H + pt - 2;
+    int64_t p = p0;
+    for (; p < lo; ++p) {
+        const __m256 hc = K3_H(p - pt + 2);
+        K3_OUT(p, pool_op(pool_op(ha, hb, IS_MAX), hc, IS_MAX));
+        ha = hb, hb = hc;
+    }
+    /* two rows at a time, sharing op(h[p-pt+1], h[p-pt+2]) (3 ops for 2 rows, not 4) */
+    for (; p + 2 <= hi; p += 2) {
+        const __m256 hc = K3_ROW(p - pt + 2), hd = K3_ROW(p - pt + 3);
+        const __m256 t = pool_op(hb, hc, IS_MAX);
+        K3_OUT(p, pool_op(ha, t, IS_MAX));
+        K3_OUT(p + 1, pool_op(t, hd, IS_MAX));
+        ha = hc, hb = hd;
+    }
+    for (; p < p1; ++p) {
+        const __m256 hc = K3_H(p - pt + 2);
+        K3_OUT(p, pool_op(pool_op(ha, hb, IS_MAX), hc, IS_MAX));
+        ha = hb, hb = hc;
+    }
+#undef K3_OUT
+#undef K3_H
+#undef K3_ROW
+}
+
 /* 3x3, stride 1, dilation 1, one column of padding each side and Q == W (the "same" 3x3/1
-   pool of GoogLeNet / Inception), in two passes over a block of output rows: first the
-   window's rows of each output row into its own row buffer (interior rows: 3 plain loads and
-   2 ops per 8 columns; the 1-2 row edges their own loop), then y[q] = op(b[q-1], b[q], b[q+1])
-   from three unaligned loads of the buffer, whose padding lanes (b[-1], b[W..]) hold the
-   padding value. The buffers were written a block earlier, so the unaligned loads never wait
-   on the stores. Sums in the portable order (rows, then taps, both from +0: "+ 0" at the
-   end). Average: divided by cdiv when every window has that divisor (count_include_pad with
-   one row / column of padding each side), else by rowspan(p) * dv[q] as in pool_plane_t.
-   Row tails: the last 8 columns again, overlapping (W >= 8), else masked. */
+   pool of GoogLeNet / Inception): columns first, straight from the input (three unaligned
+   loads per row and strip, k3_row), then the rows in registers down a strip of 8 columns
+   (k3s1_strip): no buffer, no store-to-load traffic. Strips at columns 0, 8, ..., and W - 8
+   for a ragged W >= 8 (overlapping: the same values again); W < 8 one masked strip. Output
+   rows in blocks whose input stays in L1 across the block's strips. The sums add the taps
+   of each row, then the rows (the portable path: rows, then taps; equal up to rounding).
+   UNI: every window's divisor is cdiv. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
-                 int64_t pb, int count_include_pad, const float *dv, const float *rc,
-                 float cdiv, float *buf, int64_t bl, int64_t pbk, const int IS_MAX)
+                 int64_t pb, int count_include_pad, const float *rc, float cdiv,
+                 const int IS_MAX, const int UNI)
 {
-    const int64_t wv = W & ~(int64_t)7, qp = (W + 7) & ~(int64_t)7;
-    const __m256i wmask = fc_avx2_tailmask(W - wv);
-    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
-    const __m256 cd = _mm256_set1_ps(cdiv);
-    /* column starts: 0, 8, ..., and W - 8 for a ragged row of >= 8 (overlapping) */
-    const int64_t wlast = W >= 8 ? W - 8 : 0;
+    const int64_t qp = (W + 7) & ~(int64_t)7, wlast = W - 8;
+    int64_t pbk = 4096 / W - 2; /* (rows + 2) * W floats: 16 KiB */
+    if (pbk < 8) pbk = 8;
     for (int64_t p0 = 0; p0 < P; p0 += pbk) {
         const int64_t p1 = p0 + pbk < P ? p0 + pbk : P;
-        for (int64_t p = p0; p < p1; ++p) {
-            float *row = buf + (p - p0) * bl + 1;
-            const int64_t h0 = p - pt;
-            int64_t i0, i1;
-            valid_range(h0, 1, 3, H, &i0, &i1);
-            const float *r0 = xp + (h0 + i0) * W;
-            const int64_t nr = i1 - i0;
-            if (nr == 3 && W >= 8) { /* interior rows */
-                for (int64_t w = 0;; w = w + 16 <= W ? w + 8 : wlast) {
-                    _mm_prefetch((const char *)(r0 + 2 * W + w + POOL_PF), _MM_HINT_T0);
-                    __m256 m = pool_op(_mm256_loadu_ps(r0 + w), _mm256_loadu_ps(r0 + W + w),
-                                       IS_MAX);
-                    m = pool_op(m, _mm256_loadu_ps(r0 + 2 * W + w), IS_MAX);
-                    _mm256_storeu_ps(row + w, m);
-                    if (w == wlast) break;
-                }
-            } else if (W >= 8) { /* edge rows: 0..2 rows of the window inside */
-                for (int64_t w = 0;; w = w + 16 <= W ? w + 8 : wlast) {
-                    __m256 m = pad;
-                    if (nr > 0) m = _mm256_loadu_ps(r0 + w);
-                    for (int64_t i = 1; i < nr; ++i)
-                        m = pool_op(m, _mm256_loadu_ps(r0 + i * W + w), IS_MAX);
-                    _mm256_storeu_ps(row + w, m);
-                    if (w == wlast) break;
-                }
-            } else { /* W < 8: one masked vector */
-                __m256 m = pad;
-                if (nr > 0) m = _mm256_maskload_ps(r0, wmask);
-                for (int64_t i = 1; i < nr; ++i)
-                    m = pool_op(m, _mm256_maskload_ps(r0 + i * W, wmask), IS_MAX);
-                _mm256_maskstore_ps(row, wmask, m);
-            }
+#define K3_STRIP(c0, el, er, ec)                                                            \
+        k3s1_strip(xp, yp, H, W, c0, p0, p1, pt, pb, count_include_pad, rc, qp, cdiv, IS_MAX, \
+                   UNI, el, er, ec)
+        if (W < 8) {
+            K3_STRIP(0, 1, 1, 1);
+            continue;
         }
-        for (int64_t p = p0; p < p1; ++p) {
-            const float *b = buf + (p - p0) * bl; /* b[q] is column q - 1 */
-            float *yr = yp + p * W;
-            /* the output lines a few rows ahead, for writing: fresh output would otherwise
-               stall the stores on read-for-ownership misses (~8% on a 4.8 MB output) */
-            _m_prefetchw(yr + POOL_PF);
-            _m_prefetchw(yr + POOL_PF + 16);
-            __m256 dd = cd;
-            const float *rcp = rc;
-            if (!IS_MAX && cdiv == 0.0f) {
-                const int64_t rsv = avg_span(p - pt, 3, H, pb, count_include_pad);
-                dd = _mm256_set1_ps((float)rsv);
-                rcp = rc + rsv * qp;
-            }
-            for (int64_t q = 0;; q = q + 16 <= W ? q + 8 : wlast) {
-                __m256 m = pool_op(pool_op(_mm256_loadu_ps(b + q), _mm256_loadu_ps(b + q + 1),
-                                           IS_MAX),
-                                   _mm256_loadu_ps(b + q + 2), IS_MAX);
-                if (!IS_MAX) {
-                    m = _mm256_add_ps(m, zero);
-                    if (cdiv != 0.0f) m = _mm256_div_ps(m, cd);
-                    else m = div_by_recip(m, _mm256_mul_ps(dd, _mm256_loadu_ps(dv + q)),
-                                          _mm256_loadu_ps(rcp + q));
-                }
-                if (W >= 8) _mm256_storeu_ps(yr + q, m);
-                else _mm256_maskstore_ps(yr + q, wmask, m);
-                if (q == wlast) break;
-            }
+        if (W == 8) {
+            K3_STRIP(0, 1, 1, 0);
+            continue;
         }
+        K3_STRIP(0, 1, 0, 0);
+        for (int64_t c0 = 8; c0 < wlast; c0 += 8) K3_STRIP(c0, 0, 0, 0);
+        K3_STRIP(wlast, 0, 1, 0);
+#undef K3_STRIP
     }
+}
+
+/* Its own function (not inlined into pool_plane_t): the strips' loops get the registers. */
+FC_TARGET_AVX2 __attribute__((noinline)) static void
+pool_k3s1_same(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
+               int64_t pb, int count_include_pad, const float *rc, float cdiv, int is_max)
+{
+    if (is_max)
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 1, 0);
+    else if (cdiv != 0.0f)
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 0, 1);
+    else
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 0, 0);
 }
 
 /* 3x3 max pool, stride 2, no padding or dilation (AlexNet / ZFNet pool1..5, GoogLeNet):
@@ -419,9 +446,11 @@ FC_TARGET_AVX2 __attribute__((noinline)) static int64_t pool_max_k3s2(const floa
 
 /* One plane of max (IS_MAX) or average pooling. buf: pbk row buffers of bl floats, the
    padding value (-inf for max, 0 for sums) outside [pl, pl+W) of each.
-   Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * dv[q] with rowspan(p)
-   as in the portable path; rc[rowspan * qp + q] = 1 / (rowspan * dv[q]) (qp: Q rounded up
-   to 8; dv and rc padded with 1). Sums run in the portable path's order: the rows of a
+   Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * colspan(q) as in the
+   portable path, which multiplies by its reciprocal too: rc[rowspan * qp + q] =
+   1 / (rowspan * colspan(q)) (qp: Q rounded up to 8; rc padded with 1); cdiv: the divisor
+   when all outputs share it, else 0. A multiply is within an ulp of the divide, whose
+   throughput (one per 3.5+ cycles on Zen 3) bounded the small pools. Sums run in the portable path's order: the rows of a
    column in order, then the taps in order; the portable path starts both folds from +0,
    which only turns a -0 sum into +0: one "+ 0" at the end does the same.
    Always inlined into the instances below with KH, KW, SW literal (0: take kh, kw, sw), so
@@ -431,7 +460,7 @@ FC_TARGET_AVX2 __attribute__((noinline)) static int64_t pool_max_k3s2(const floa
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q, int64_t kh,
              int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb,
-             int64_t dh, int64_t dw, int count_include_pad, const float *dv, const float *rc,
+             int64_t dh, int64_t dw, int count_include_pad, const float *rc,
              float cdiv, float *buf, int64_t bl, int64_t pbk, const int IS_MAX, const int KH,
              const int KW, const int SW)
 {
@@ -440,8 +469,7 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
     if (SW) sw = SW;
     if (!IS_MAX) dh = dw = 1;
     if (KH == 3 && KW == 3 && SW == 1 && pl == 1 && Q == W && sh == 1 && dh == 1) {
-        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, dv, rc, cdiv, buf, bl,
-                         pbk, IS_MAX);
+        pool_k3s1_same(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, IS_MAX);
         return;
     }
     if (IS_MAX && KH == 3 && KW == 3 && SW == 2 && sh == 2 && dh == 1 && pt == 0 && pl == 0) {
@@ -452,7 +480,7 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
         xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
     }
     if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
-        pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, dv, rc, IS_MAX, KH);
+        pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, rc, IS_MAX, KH);
         return;
     }
     const int64_t wv = W & ~(int64_t)7, qv = Q & ~(int64_t)7, qp = (Q + 7) & ~(int64_t)7;
@@ -509,23 +537,15 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
          stalls on the overlapping unaligned loads): y[q] = op_j buf[q*sw + j*dw] */
       for (int64_t p = p0; p < p1; ++p) {
         float *yr = yp + p * Q;
-        __m256 rsp = zero;
-        const float *rcp = rc;
-        if (!IS_MAX) {
-            const int64_t rsv = avg_span(p * sh - pt, kh, H, pb, count_include_pad);
-            rsp = _mm256_set1_ps((float)rsv);
-            rcp = rc + rsv * qp;
-        }
+        const float *rcp = IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
         /* Q % 8 tail: when Q >= 8 the last 8 outputs again, overlapping (a masked store
            costs ~20 cycles on Zen 3), else a masked store */
         for (int64_t q = 0; q < Q; q = Q < 8 || q + 16 <= Q || q + 8 >= Q ? q + 8 : Q - 8) {
             const float *b = buf + (p - p0) * bl + q * sw;
             __m256 m = tap8(b, sw, gidx);
             for (int64_t j = 1; j < kw; ++j) m = pool_op(m, tap8(b + j * dw, sw, gidx), IS_MAX);
-            if (!IS_MAX)
-                m = div_by_recip(_mm256_add_ps(m, zero),
-                                 _mm256_mul_ps(rsp, _mm256_loadu_ps(dv + q)),
-                                 _mm256_loadu_ps(rcp + q));
+            if (!IS_MAX) /* "+ 0" as above */
+                m = _mm256_fmadd_ps(m, _mm256_loadu_ps(rcp + q), zero);
             if (q < qv) _mm256_storeu_ps(yr + q, m);
             else _mm256_maskstore_ps(yr + q, qmask, m);
         }
@@ -537,13 +557,13 @@ FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H
                                            int64_t P, int64_t Q, int64_t kh, int64_t kw,
                                            int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                                            int64_t pb, int64_t dh, int64_t dw,
-                                           int count_include_pad, const float *dv,
-                                           const float *rc, float cdiv, float *buf,
-                                           int64_t bl, int64_t pbk, int is_max)
+                                           int count_include_pad, const float *rc,
+                                           float cdiv, float *buf, int64_t bl, int64_t pbk,
+                                           int is_max)
 {
 #define POOLP(m, a, b, c)                                                                  \
     pool_plane_t(xp, yp, H, W, P, Q, kh, kw, sh, sw, pt, pl, pb, dh, dw, count_include_pad, \
-                 dv, rc, cdiv, buf, bl, pbk, m, a, b, c)
+                 rc, cdiv, buf, bl, pbk, m, a, b, c)
 #define POOL_SHAPES(m)                                                                     \
     if (dw == 1 && kh == 3 && kw == 3 && sw == 2) POOLP(m, 3, 3, 2);                       \
     else if (dw == 1 && kh == 2 && kw == 2 && sw == 2) POOLP(m, 2, 2, 2);                  \
@@ -589,10 +609,11 @@ pool_plane_portable(const float *xp, float *yp, int64_t H, int64_t W, int64_t P,
         }
         fold_columns_any(row, yr, Q, W, kw, sw, dw, pl, is_max);
         if (!is_max) {
-            /* divisor = rows x columns, both exact small integers in float */
+            /* divisor = rows x columns, both exact small integers in float; times its
+               reciprocal, as the AVX2 path (within an ulp of the quotient) */
             const float rowspan = (float)avg_span(h0, kh, H, pb, count_include_pad);
 #pragma omp simd
-            for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] / (rowspan * colspan[q]);
+            for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] * (1.0f / (rowspan * colspan[q]));
         }
     }
 }
@@ -619,7 +640,7 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 if (buf)
                     pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
                                     stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
-                                    NULL, NULL, 0.0f, buf, bl, pbk, 1);
+                                    NULL, 0.0f, buf, bl, pbk, 1);
             fc_free(buf);
         }
         return failed ? -1 : 0;
@@ -653,7 +674,7 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
     if (fc_isa() >= FC_ISA_AVX2) {
         const int64_t bl = pool_buf_len(W, Q, kw, stride_w, 1, pad_left);
         const int64_t pbk = pool_block_rows(bl, P), qp = (Q + 7) & ~(int64_t)7;
-        const int64_t nb = bl * pbk + qp * (kh + 2);
+        const int64_t nb = bl * pbk + qp * (kh + 1);
         /* cdiv: the divisor when every window has the same one (else 0) */
         int64_t rs0 = -1, cs0 = -1, same = 1;
         for (int64_t p = 0; p < P && same; ++p) {
@@ -671,18 +692,17 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         const float cdiv = same && rs0 > 0 && cs0 > 0 ? (float)rs0 * (float)cs0 : 0.0f;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
         {
-            /* pbk row buffers (0 outside the row), then the divisor's column factor per
-               output column (dv, qp) and its reciprocal tables rc[rowspan * qp + q] for
-               rowspan 0..kh (padding lanes 1) */
+            /* pbk row buffers (0 outside the row), then the reciprocals of the divisors
+               rc[rowspan * qp + q] for rowspan 0..kh (padding lanes 1) */
             float *buf = fc_alloc_floats(nb);
             failed = buf == NULL;
             if (buf) {
-                float *dv = buf + bl * pbk, *rc = dv + qp;
+                float *rc = buf + bl * pbk;
                 for (int64_t i = 0; i < nb; ++i) buf[i] = i < bl * pbk ? 0.0f : 1.0f;
                 for (int64_t q = 0; q < Q; ++q) {
-                    dv[q] = (float)avg_span(q * stride_w - pad_left, kw, W, pad_right,
-                                            count_include_pad);
-                    for (int64_t r = 0; r <= kh; ++r) rc[r * qp + q] = 1.0f / ((float)r * dv[q]);
+                    const float cs = (float)avg_span(q * stride_w - pad_left, kw, W, pad_right,
+                                                     count_include_pad);
+                    for (int64_t r = 0; r <= kh; ++r) rc[r * qp + q] = 1.0f / ((float)r * cs);
                 }
             }
 #pragma omp for schedule(static)
@@ -690,8 +710,7 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 if (buf)
                     pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
                                     stride_h, stride_w, pad_top, pad_left, pad_bottom, 1, 1,
-                                    count_include_pad, buf + bl * pbk, buf + bl * pbk + qp,
-                                    cdiv, buf, bl, pbk, 0);
+                                    count_include_pad, buf + bl * pbk, cdiv, buf, bl, pbk, 0);
             fc_free(buf);
         }
         return failed ? -1 : 0;
