@@ -412,16 +412,26 @@ k3s2_pass(const float *r, float *yp, int64_t p, int64_t W, int64_t P, int64_t Q,
 {
     const int64_t nq = (Q + 7) / 8;
     __m256 a0, a1, b0, b1, c0, c1, first1 = _mm256_setzero_ps(), nan = *nn;
-    /* the pass's new rows (contiguous), 4 KiB (about 4 passes) ahead: one prefetch per line;
-       prefetching one row per vector left 3/4 of the stream to the hardware and ran
-       ~1.3x slower from L3 */
-    for (int64_t o = W; o < (2 * NR + 1) * W; o += 16)
-        _mm_prefetch((const char *)(r + o + 2 * POOL_PF), _MM_HINT_T0);
     k3s2_rows(r, W, 0, nv, wmask, &a0, &a1, &nan, NR, 0);
     int64_t j = 0;
     /* interior: columns 16j .. 16j+23 and outputs 8j .. 8j+7 inside the row (no masks, no
        padding: straight-line code), then the rest with the checks */
-#define K3S2_STEP(INTERIOR)                                                                    do {                                                                                           k3s2_rows(r, W, 2 * j + 1, nv, wmask, &b0, &b1, &nan, NR, INTERIOR);                    k3s2_rows(r, W, 2 * j + 2, nv, wmask, &c0, &c1, &nan, NR, INTERIOR);                    const __m256 o0 = k3s2_cols(a0, b0, c0);                                                   if (INTERIOR) _mm256_storeu_ps(yp + p * Q + 8 * j, o0);                                    else k3s2_store(yp, p, j, Q, P, qmask, o0);                                                if (NR == 2) {                                                                                 const __m256 o1 = k3s2_cols(a1, b1, c1);                                                   /* row p+1's first vector goes last: row p's tail may spill onto it */                     if (j == 0) first1 = o1;                                                                   else if (INTERIOR) _mm256_storeu_ps(yp + (p + 1) * Q + 8 * j, o1);                         else k3s2_store(yp, p + 1, j, Q, P, qmask, o1);                                        }                                                                                          a0 = c0, a1 = c1;                                                                      } while (0)
+#define K3S2_STEP(INTERIOR)                                                                 \
+    do {                                                                                    \
+        k3s2_rows(r, W, 2 * j + 1, nv, wmask, &b0, &b1, &nan, NR, INTERIOR);                \
+        k3s2_rows(r, W, 2 * j + 2, nv, wmask, &c0, &c1, &nan, NR, INTERIOR);                \
+        const __m256 o0 = k3s2_cols(a0, b0, c0);                                            \
+        if (INTERIOR) _mm256_storeu_ps(yp + p * Q + 8 * j, o0);                             \
+        else k3s2_store(yp, p, j, Q, P, qmask, o0);                                         \
+        if (NR == 2) {                                                                      \
+            const __m256 o1 = k3s2_cols(a1, b1, c1);                                        \
+            /* row p+1's first vector goes last: row p's tail may spill onto it */          \
+            if (j == 0) first1 = o1;                                                        \
+            else if (INTERIOR) _mm256_storeu_ps(yp + (p + 1) * Q + 8 * j, o1);              \
+            else k3s2_store(yp, p + 1, j, Q, P, qmask, o1);                                 \
+        }                                                                                   \
+        a0 = c0, a1 = c1;                                                                   \
+    } while (0)
     for (; 2 * j + 3 < nv && 8 * j + 8 <= Q; ++j) K3S2_STEP(1);
     for (; j < nq; ++j) K3S2_STEP(0);
 #undef K3S2_STEP
@@ -429,8 +439,8 @@ k3s2_pass(const float *r, float *yp, int64_t p, int64_t W, int64_t P, int64_t Q,
     if (NR == 2) k3s2_store(yp, p + 1, 0, Q, P, qmask, first1);
 }
 
-FC_TARGET_AVX2 __attribute__((noinline)) static int64_t pool_max_k3s2(const float *xp, float *yp, int64_t H, int64_t W,
-                                            int64_t P, int64_t Q)
+FC_TARGET_AVX2 __attribute__((noinline)) static int64_t
+pool_max_k3s2(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q)
 {
     const int64_t pf = P < (H - 1) / 2 ? P : (H - 1) / 2; /* rows with 2p + 2 <= H - 1 */
     const int64_t nv = (W + 7) / 8;
