@@ -226,59 +226,62 @@ k3_row(const float *r, __m256i lm, __m256i cm, __m256i rm, __m256 pad, const int
 #undef K3_TAP
 }
 
-/* One strip of 8 output columns from c0, output rows [p0, p1): walking down the rows with
-   h of the window's rows in registers, y[p] = op(h[p-pt], h[p-pt+1], h[p-pt+2]) (h of rows
-   outside the plane: the padding value). Average: times the reciprocal of the divisor,
-   1 / cdiv when all windows share it, else rc[rowspan(p) * qp + q] (as pool_plane_t); an FMA
-   with +0 so a -0 sum gives +0, as the portable path's sums from +0 do. (Software prefetch
-   of the input or, for writing, the output a plane or two ahead was no faster in an A/B
-   timing from L3.) */
+/* One strip of 8 output columns from c0 (and when TWO a second one from c1 > c0, walked
+   together: half the loop overhead, and the row's stores closer together), output rows
+   [p0, p1): walking down the rows with h of the window's rows in registers,
+   y[p] = op(h[p-pt], h[p-pt+1], h[p-pt+2]) (h of rows outside the plane: the padding
+   value). EL / ER / EC: k3_row's masks of the first strip, ER1: the right tap of the second.
+   Average: times the reciprocal of the divisor, 1 / cdiv when all windows share it (UNI),
+   else rc[rowspan(p) * qp + q] (as pool_plane_t); an FMA with +0 so a -0 sum gives +0, as
+   the portable path's sums from +0 do. (Software prefetch of the input or, for writing,
+   the output a plane or two ahead was no faster in an A/B timing from L3.) */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
-k3s1_strip(const float *xp, float *yp, int64_t H, int64_t W, int64_t c0, int64_t p0,
-           int64_t p1, int64_t pt, int64_t pb, int count_include_pad, const float *rc,
-           int64_t qp, float cdiv, const int IS_MAX, const int UNI,
-           const int EL, const int ER, const int EC)
+k3s1_strip(const float *xp, float *yp, int64_t H, int64_t W, int64_t c0, int64_t c1,
+           int64_t p0, int64_t p1, int64_t pt, int64_t pb, int count_include_pad,
+           const float *rc, int64_t qp, float cdiv, const int IS_MAX, const int UNI,
+           const int EL, const int ER, const int EC, const int TWO, const int ER1)
 {
     const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
     const __m256 rcd = _mm256_set1_ps(1.0f / cdiv);
     const __m256i lm = lanes_in(1 - c0, W + 1 - c0), cm = lanes_in(-c0, W - c0),
-                  rm = lanes_in(-1 - c0, W - 1 - c0);
-    const float *xc = xp + c0;
-#define K3_ROW(r) k3_row(xc + (r) * W, lm, cm, rm, pad, IS_MAX, EL, ER, EC)
-#define K3_H(r) ((r) >= 0 && (r) < H ? K3_ROW(r) : pad)
-    /* output row p: scale, store */
-#define K3_OUT(p, v)                                                                        \
+                  rm = lanes_in(-1 - c0, W - 1 - c0), rm1 = lanes_in(-1 - c1, W - 1 - c1);
+#define K3_ROW(c, r, el, er, rmask)                                                         \
+    k3_row(xp + (c) + (r) * W, lm, cm, rmask, pad, IS_MAX, el, er, EC)
+#define K3_H(c, r, el, er, rmask) ((r) >= 0 && (r) < H ? K3_ROW(c, r, el, er, rmask) : pad)
+    /* output row p of the strip at c: scale, store */
+#define K3_OUT(c, p, v)                                                                     \
     do {                                                                                    \
         __m256 m_ = (v);                                                                    \
         if (!IS_MAX)                                                                        \
-            m_ = _mm256_fmadd_ps(m_, UNI ? rcd : _mm256_loadu_ps(rc + c0 + qp *            \
+            m_ = _mm256_fmadd_ps(m_, UNI ? rcd : _mm256_loadu_ps(rc + (c) + qp *           \
                                  avg_span((p) - pt, 3, H, pb, count_include_pad)), zero);   \
-        if (EC) _mm256_maskstore_ps(yp + (p) * W + c0, cm, m_);                             \
-        else _mm256_storeu_ps(yp + (p) * W + c0, m_);                                       \
+        if (EC) _mm256_maskstore_ps(yp + (p) * W + (c), cm, m_);                            \
+        else _mm256_storeu_ps(yp + (p) * W + (c), m_);                                      \
     } while (0)
-    __m256 ha = K3_H(p0 - pt), hb = K3_H(p0 - pt + 1);
+    /* one row step of both strips (the rows checked when CHK) */
+#define K3_STEP1(CHK)                                                                       \
+    do {                                                                                    \
+        const int64_t r_ = p - pt + 2;                                                      \
+        const __m256 hc = CHK ? K3_H(c0, r_, EL, ER, rm) : K3_ROW(c0, r_, EL, ER, rm);      \
+        K3_OUT(c0, p, pool_op(pool_op(ha, hb, IS_MAX), hc, IS_MAX));                        \
+        ha = hb, hb = hc;                                                                   \
+        if (TWO) {                                                                          \
+            const __m256 hc1 = CHK ? K3_H(c1, r_, 0, ER1, rm1) : K3_ROW(c1, r_, 0, ER1, rm1); \
+            K3_OUT(c1, p, pool_op(pool_op(ha1, hb1, IS_MAX), hc1, IS_MAX));                 \
+            ha1 = hb1, hb1 = hc1;                                                           \
+        }                                                                                   \
+    } while (0)
+    __m256 ha = K3_H(c0, p0 - pt, EL, ER, rm), hb = K3_H(c0, p0 - pt + 1, EL, ER, rm);
+    __m256 ha1 = pad, hb1 = pad;
+    if (TWO) ha1 = K3_H(c1, p0 - pt, 0, ER1, rm1), hb1 = K3_H(c1, p0 - pt + 1, 0, ER1, rm1);
     /* the window's last row p - pt + 2 lies inside the plane for p in [lo, hi): no checks */
     const int64_t lo = pt - 2 < p0 ? p0 : pt - 2 > p1 ? p1 : pt - 2;
     const int64_t hi = H + pt - 2 < lo ? lo : H + pt - 2 > p1 ? p1 : H + pt - 2;
     int64_t p = p0;
-    for (; p < lo; ++p) {
-        const __m256 hc = K3_H(p - pt + 2);
-        K3_OUT(p, pool_op(pool_op(ha, hb, IS_MAX), hc, IS_MAX));
-        ha = hb, hb = hc;
-    }
-    /* two rows at a time, sharing op(h[p-pt+1], h[p-pt+2]) (3 ops for 2 rows, not 4) */
-    for (; p + 2 <= hi; p += 2) {
-        const __m256 hc = K3_ROW(p - pt + 2), hd = K3_ROW(p - pt + 3);
-        const __m256 t = pool_op(hb, hc, IS_MAX);
-        K3_OUT(p, pool_op(ha, t, IS_MAX));
-        K3_OUT(p + 1, pool_op(t, hd, IS_MAX));
-        ha = hc, hb = hd;
-    }
-    for (; p < p1; ++p) {
-        const __m256 hc = K3_H(p - pt + 2);
-        K3_OUT(p, pool_op(pool_op(ha, hb, IS_MAX), hc, IS_MAX));
-        ha = hb, hb = hc;
-    }
+    for (; p < lo; ++p) K3_STEP1(1);
+    for (; p < hi; ++p) K3_STEP1(0);
+    for (; p < p1; ++p) K3_STEP1(1);
+#undef K3_STEP1
 #undef K3_OUT
 #undef K3_H
 #undef K3_ROW
@@ -302,20 +305,28 @@ pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, in
     if (pbk < 8) pbk = 8;
     for (int64_t p0 = 0; p0 < P; p0 += pbk) {
         const int64_t p1 = p0 + pbk < P ? p0 + pbk : P;
-#define K3_STRIP(c0, el, er, ec)                                                            \
-        k3s1_strip(xp, yp, H, W, c0, p0, p1, pt, pb, count_include_pad, rc, qp, cdiv, IS_MAX, \
-                   UNI, el, er, ec)
+#define K3_STRIP(c0, c1, el, er, ec, two, er1)                                              \
+        k3s1_strip(xp, yp, H, W, c0, c1, p0, p1, pt, pb, count_include_pad, rc, qp, cdiv,  \
+                   IS_MAX, UNI, el, er, ec, two, er1)
         if (W < 8) {
-            K3_STRIP(0, 1, 1, 1);
+            K3_STRIP(0, 0, 1, 1, 1, 0, 0);
             continue;
         }
         if (W == 8) {
-            K3_STRIP(0, 1, 1, 0);
+            K3_STRIP(0, 0, 1, 1, 0, 0, 0);
             continue;
         }
-        K3_STRIP(0, 1, 0, 0);
-        for (int64_t c0 = 8; c0 < wlast; c0 += 8) K3_STRIP(c0, 0, 0, 0);
-        K3_STRIP(wlast, 0, 1, 0);
+        /* strips in pairs: (0, 8), (16, 24), ..., the last pair or single one ending at
+           wlast */
+        int64_t c0 = 0;
+        if (wlast <= 8) {
+            K3_STRIP(0, wlast, 1, 0, 0, 1, 1);
+            continue;
+        }
+        K3_STRIP(0, 8, 1, 0, 0, 1, 0);
+        for (c0 = 16; c0 + 8 < wlast; c0 += 16) K3_STRIP(c0, c0 + 8, 0, 0, 0, 1, 0);
+        if (c0 < wlast) K3_STRIP(c0, wlast, 0, 0, 0, 1, 1);
+        else K3_STRIP(wlast, wlast, 0, 1, 0, 0, 0);
 #undef K3_STRIP
     }
 }
