@@ -226,108 +226,91 @@ k3_row(const float *r, __m256i lm, __m256i cm, __m256i rm, __m256 pad, const int
 #undef K3_TAP
 }
 
-/* One strip of 8 output columns from c0 (and when TWO a second one from c1 > c0, walked
-   together: half the loop overhead, and the row's stores closer together), output rows
-   [p0, p1): walking down the rows with h of the window's rows in registers,
-   y[p] = op(h[p-pt], h[p-pt+1], h[p-pt+2]) (h of rows outside the plane: the padding
-   value). EL / ER / EC: k3_row's masks of the first strip, ER1: the right tap of the second.
+/* NS (1..4) strips of 8 output columns from c[0] < c[1] < ..., walked down together (less
+   loop overhead, a row's stores close together), output rows [p0, p1): with h of the
+   window's rows in registers, y[p] = op(h[p-pt], h[p-pt+1], h[p-pt+2]) (h of rows outside
+   the plane: the padding value). The first strip's left tap and the last one's right tap
+   are masked (full masks inside the row), EC: all taps and the store (W < 8, one strip).
    Average: times the reciprocal of the divisor, 1 / cdiv when all windows share it (UNI),
    else rc[rowspan(p) * qp + q] (as pool_plane_t); an FMA with +0 so a -0 sum gives +0, as
    the portable path's sums from +0 do. (Software prefetch of the input or, for writing,
    the output a plane or two ahead was no faster in an A/B timing from L3.) */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
-k3s1_strip(const float *xp, float *yp, int64_t H, int64_t W, int64_t c0, int64_t c1,
-           int64_t p0, int64_t p1, int64_t pt, int64_t pb, int count_include_pad,
-           const float *rc, int64_t qp, float cdiv, const int IS_MAX, const int UNI,
-           const int EL, const int ER, const int EC, const int TWO, const int ER1)
+k3s1_strips(const float *xp, float *yp, int64_t H, int64_t W, const int64_t *c, int64_t p0,
+            int64_t p1, int64_t pt, int64_t pb, int count_include_pad, const float *rc,
+            int64_t qp, float cdiv, const int IS_MAX, const int UNI, const int NS,
+            const int EC)
 {
     const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
     const __m256 rcd = _mm256_set1_ps(1.0f / cdiv);
-    const __m256i lm = lanes_in(1 - c0, W + 1 - c0), cm = lanes_in(-c0, W - c0),
-                  rm = lanes_in(-1 - c0, W - 1 - c0), rm1 = lanes_in(-1 - c1, W - 1 - c1);
-#define K3_ROW(c, r, el, er, rmask)                                                         \
-    k3_row(xp + (c) + (r) * W, lm, cm, rmask, pad, IS_MAX, el, er, EC)
-#define K3_H(c, r, el, er, rmask) ((r) >= 0 && (r) < H ? K3_ROW(c, r, el, er, rmask) : pad)
-    /* output row p of the strip at c: scale, store */
-#define K3_OUT(c, p, v)                                                                     \
-    do {                                                                                    \
-        __m256 m_ = (v);                                                                    \
-        if (!IS_MAX)                                                                        \
-            m_ = _mm256_fmadd_ps(m_, UNI ? rcd : _mm256_loadu_ps(rc + (c) + qp *           \
-                                 avg_span((p) - pt, 3, H, pb, count_include_pad)), zero);   \
-        if (EC) _mm256_maskstore_ps(yp + (p) * W + (c), cm, m_);                            \
-        else _mm256_storeu_ps(yp + (p) * W + (c), m_);                                      \
-    } while (0)
-    /* one row step of both strips (the rows checked when CHK) */
-#define K3_STEP1(CHK)                                                                       \
+    const int64_t cl = c[NS - 1];
+    const __m256i lm = lanes_in(1 - c[0], W + 1 - c[0]), cm = lanes_in(-c[0], W - c[0]),
+                  rm = lanes_in(-1 - cl, W - 1 - cl);
+    /* h of row r for strip k */
+#define K3_ROW(k, r)                                                                        \
+    k3_row(xp + c[k] + (r) * W, lm, cm, rm, pad, IS_MAX, (k) == 0, (k) == NS - 1, EC)
+#define K3_H(k, r) ((r) >= 0 && (r) < H ? K3_ROW(k, r) : pad)
+    /* one row step of every strip (the row checked when CHK): op, scale, store */
+#define K3_STEP(CHK)                                                                        \
     do {                                                                                    \
         const int64_t r_ = p - pt + 2;                                                      \
-        const __m256 hc = CHK ? K3_H(c0, r_, EL, ER, rm) : K3_ROW(c0, r_, EL, ER, rm);      \
-        K3_OUT(c0, p, pool_op(pool_op(ha, hb, IS_MAX), hc, IS_MAX));                        \
-        ha = hb, hb = hc;                                                                   \
-        if (TWO) {                                                                          \
-            const __m256 hc1 = CHK ? K3_H(c1, r_, 0, ER1, rm1) : K3_ROW(c1, r_, 0, ER1, rm1); \
-            K3_OUT(c1, p, pool_op(pool_op(ha1, hb1, IS_MAX), hc1, IS_MAX));                 \
-            ha1 = hb1, hb1 = hc1;                                                           \
+        for (int k = 0; k < NS; ++k) {                                                      \
+            const __m256 hc = CHK ? K3_H(k, r_) : K3_ROW(k, r_);                            \
+            __m256 m = pool_op(pool_op(ha[k], hb[k], IS_MAX), hc, IS_MAX);                  \
+            if (!IS_MAX)                                                                    \
+                m = _mm256_fmadd_ps(m, UNI ? rcd : _mm256_loadu_ps(rc + c[k] + qp *        \
+                                    avg_span(p - pt, 3, H, pb, count_include_pad)), zero);  \
+            if (EC) _mm256_maskstore_ps(yp + p * W + c[k], cm, m);                          \
+            else _mm256_storeu_ps(yp + p * W + c[k], m);                                    \
+            ha[k] = hb[k], hb[k] = hc;                                                      \
         }                                                                                   \
     } while (0)
-    __m256 ha = K3_H(c0, p0 - pt, EL, ER, rm), hb = K3_H(c0, p0 - pt + 1, EL, ER, rm);
-    __m256 ha1 = pad, hb1 = pad;
-    if (TWO) ha1 = K3_H(c1, p0 - pt, 0, ER1, rm1), hb1 = K3_H(c1, p0 - pt + 1, 0, ER1, rm1);
+    __m256 ha[4], hb[4];
+    for (int k = 0; k < NS; ++k) ha[k] = K3_H(k, p0 - pt), hb[k] = K3_H(k, p0 - pt + 1);
     /* the window's last row p - pt + 2 lies inside the plane for p in [lo, hi): no checks */
     const int64_t lo = pt - 2 < p0 ? p0 : pt - 2 > p1 ? p1 : pt - 2;
     const int64_t hi = H + pt - 2 < lo ? lo : H + pt - 2 > p1 ? p1 : H + pt - 2;
     int64_t p = p0;
-    for (; p < lo; ++p) K3_STEP1(1);
-    for (; p < hi; ++p) K3_STEP1(0);
-    for (; p < p1; ++p) K3_STEP1(1);
-#undef K3_STEP1
-#undef K3_OUT
+    for (; p < lo; ++p) K3_STEP(1);
+    for (; p < hi; ++p) K3_STEP(0);
+    for (; p < p1; ++p) K3_STEP(1);
+#undef K3_STEP
 #undef K3_H
 #undef K3_ROW
 }
 
 /* 3x3, stride 1, dilation 1, one column of padding each side and Q == W (the "same" 3x3/1
    pool of GoogLeNet / Inception): columns first, straight from the input (three unaligned
-   loads per row and strip, k3_row), then the rows in registers down a strip of 8 columns
-   (k3s1_strip): no buffer, no store-to-load traffic. Strips at columns 0, 8, ..., and W - 8
-   for a ragged W >= 8 (overlapping: the same values again); W < 8 one masked strip. Output
-   rows in blocks whose input stays in L1 across the block's strips. The sums add the taps
-   of each row, then the rows (the portable path: rows, then taps; equal up to rounding).
-   UNI: every window's divisor is cdiv. */
+   loads per row and strip, k3_row), then the rows in registers down strips of 8 columns,
+   up to four at a time (k3s1_strips): no buffer, no store-to-load traffic. Strips at
+   columns 0, 8, ..., and W - 8 for a ragged W >= 8 (overlapping: the same values again);
+   W < 8 one masked strip. Output rows in blocks whose input stays in L1 across the block's
+   strips. The sums add the taps of each row, then the rows (the portable path: rows, then
+   taps; equal up to rounding). UNI: every window's divisor is cdiv. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
                  int64_t pb, int count_include_pad, const float *rc, float cdiv,
                  const int IS_MAX, const int UNI)
 {
-    const int64_t qp = (W + 7) & ~(int64_t)7, wlast = W - 8;
+    const int64_t qp = (W + 7) & ~(int64_t)7, ns = (W + 7) / 8;
     int64_t pbk = 4096 / W - 2; /* (rows + 2) * W floats: 16 KiB */
     if (pbk < 8) pbk = 8;
     for (int64_t p0 = 0; p0 < P; p0 += pbk) {
         const int64_t p1 = p0 + pbk < P ? p0 + pbk : P;
-#define K3_STRIP(c0, c1, el, er, ec, two, er1)                                              \
-        k3s1_strip(xp, yp, H, W, c0, c1, p0, p1, pt, pb, count_include_pad, rc, qp, cdiv,  \
-                   IS_MAX, UNI, el, er, ec, two, er1)
-        if (W < 8) {
-            K3_STRIP(0, 0, 1, 1, 1, 0, 0);
-            continue;
+        for (int64_t g = 0; g < ns; g += 4) { /* strips g .. g+3, strip k at min(8k, W-8) */
+            int64_t c[4];
+            const int n = ns - g < 4 ? (int)(ns - g) : 4;
+            for (int k = 0; k < n; ++k) c[k] = 8 * (g + k) + 8 <= W ? 8 * (g + k) : W - 8;
+#define K3_STRIPS(NS, EC)                                                                   \
+            k3s1_strips(xp, yp, H, W, c, p0, p1, pt, pb, count_include_pad, rc, qp, cdiv, \
+                        IS_MAX, UNI, NS, EC)
+            if (W < 8) c[0] = 0, K3_STRIPS(1, 1);
+            else if (n == 4) K3_STRIPS(4, 0);
+            else if (n == 3) K3_STRIPS(3, 0);
+            else if (n == 2) K3_STRIPS(2, 0);
+            else K3_STRIPS(1, 0);
+#undef K3_STRIPS
         }
-        if (W == 8) {
-            K3_STRIP(0, 0, 1, 1, 0, 0, 0);
-            continue;
-        }
-        /* strips in pairs: (0, 8), (16, 24), ..., the last pair or single one ending at
-           wlast */
-        int64_t c0 = 0;
-        if (wlast <= 8) {
-            K3_STRIP(0, wlast, 1, 0, 0, 1, 1);
-            continue;
-        }
-        K3_STRIP(0, 8, 1, 0, 0, 1, 0);
-        for (c0 = 16; c0 + 8 < wlast; c0 += 16) K3_STRIP(c0, c0 + 8, 0, 0, 0, 1, 0);
-        if (c0 < wlast) K3_STRIP(c0, wlast, 0, 0, 0, 1, 1);
-        else K3_STRIP(wlast, wlast, 0, 1, 0, 0, 0);
-#undef K3_STRIP
     }
 }
 
