@@ -154,7 +154,8 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
         const float *r0 = xp + (h0 + i0 * dh) * W;
         const int64_t nr = i1 - i0, rs = dh * W;
         /* the divisor's reciprocals for this row (rowspan as in the portable path) */
-        const float *rcp = IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
+        const float *rcp =
+            IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
         /* row-folded vector k (columns 8k..8k+7; the padding value from column W on) */
 #define ROWV(k, out)                                                                        \
         do {                                                                                \
@@ -453,10 +454,11 @@ pool_max_k3s2(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64
    Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * colspan(q) as in the
    portable path, which multiplies by its reciprocal too: rc[rowspan * qp + q] =
    1 / (rowspan * colspan(q)) (qp: Q rounded up to 8; rc padded with 1); cdiv: the divisor
-   when all outputs share it, else 0. A multiply is within an ulp of the divide, whose
-   throughput (one per 3.5+ cycles on Zen 3) bounded the small pools. Sums run in the portable path's order: the rows of a
-   column in order, then the taps in order; the portable path starts both folds from +0,
-   which only turns a -0 sum into +0: one "+ 0" at the end does the same.
+   when all outputs share it, else 0. The product is within an ulp of the quotient and
+   cheaper (a divide issues once per 3.5+ cycles on Zen 3). Sums run in the portable path's
+   order: the rows of a column in order, then the taps in order; the portable path starts
+   both folds from +0, which only turns a -0 sum into +0: the scaling FMA's "+ 0" does the
+   same.
    Always inlined into the instances below with KH, KW, SW literal (0: take kh, kw, sw), so
    the common shapes get unrolled taps and no stride branch. Output rows go in blocks of pbk:
    row-fold the block into its buffers, then column-fold them (the column loads never wait
@@ -541,7 +543,8 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
          stalls on the overlapping unaligned loads): y[q] = op_j buf[q*sw + j*dw] */
       for (int64_t p = p0; p < p1; ++p) {
         float *yr = yp + p * Q;
-        const float *rcp = IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
+        const float *rcp =
+            IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
         /* Q % 8 tail: when Q >= 8 the last 8 outputs again, overlapping (a masked store
            costs ~20 cycles on Zen 3), else a masked store */
         for (int64_t q = 0; q < Q; q = Q < 8 || q + 16 <= Q || q + 8 >= Q ? q + 8 : Q - 8) {
