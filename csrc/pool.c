@@ -113,17 +113,6 @@ FC_TARGET_AVX2 static inline __m256 tap8(const float *p, int64_t sw, __m256i gid
     return _mm256_i32gather_ps(p, gidx, 4);
 }
 
-/* Exact s / d from the reciprocal r = RN(1/d) (Markstein: q = s*r is within 1 ulp, the
-   residual e = s - q*d is exact in one FMA, and q + e*r rounds to RN(s/d)); no divide,
-   whose throughput (one per 3.5+ cycles on Zen 3) would bound the average pool. Differs from
-   the division only for subnormal quotients (by one subnormal ulp). s = +-inf makes e NaN:
-   then q (= +-inf) is the answer. */
-FC_TARGET_AVX2 static inline __m256 div_by_recip(__m256 s, __m256 d, __m256 r)
-{
-    const __m256 q = _mm256_mul_ps(s, r), e = _mm256_fnmadd_ps(q, d, s);
-    return _mm256_blendv_ps(_mm256_fmadd_ps(e, r, q), q, _mm256_cmp_ps(e, e, _CMP_UNORD_Q));
-}
-
 /* The fold of a pooling window: NaN-propagating max, or a sum. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
 pool_op(__m256 a, __m256 b, const int IS_MAX)
@@ -153,7 +142,7 @@ FC_TARGET_AVX2 static inline __m256 shift_in_left(__m256 a, __m256 ca)
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t kh,
             int64_t sh, int64_t pt, int64_t pb, int64_t dh, int count_include_pad,
-            const float *dv, const float *rc, const int IS_MAX, const int KH)
+            const float *rc, const int IS_MAX, const int KH)
 {
     const int64_t nv = (W + 7) / 8, qp = nv * 8;
     const __m256i wmask = fc_avx2_tailmask(W - (nv - 1) * 8);
@@ -164,13 +153,9 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
         valid_range(h0, dh, kh, H, &i0, &i1);
         const float *r0 = xp + (h0 + i0 * dh) * W;
         const int64_t nr = i1 - i0, rs = dh * W;
-        __m256 rsp = zero;
-        const float *rcp = rc;
-        if (!IS_MAX) { /* the divisor's row factor, as in the portable path */
-            const int64_t rsv = avg_span(p * sh - pt, kh, H, pb, count_include_pad);
-            rsp = _mm256_set1_ps((float)rsv);
-            rcp = rc + rsv * qp;
-        }
+        /* the divisor's reciprocals for this row (rowspan as in the portable path) */
+        const float *rcp =
+            IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
         /* row-folded vector k (columns 8k..8k+7; the padding value from column W on) */
 #define ROWV(k, out)                                                                        \
         do {                                                                                \
@@ -206,9 +191,7 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
             __m256 m = pool_op(pool_op(shift_in_left(cur, lt), cur, IS_MAX),
                                shift_in_right(cur, rt), IS_MAX);
             if (!IS_MAX) /* "+ 0": the portable path's +0 start (see pool_plane_t) */
-                m = div_by_recip(_mm256_add_ps(m, zero),
-                                 _mm256_mul_ps(rsp, _mm256_loadu_ps(dv + 8 * k)),
-                                 _mm256_loadu_ps(rcp + 8 * k));
+                m = _mm256_fmadd_ps(m, _mm256_loadu_ps(rcp + 8 * k), zero);
             if (p * W + 8 * k + 8 <= P * W) _mm256_storeu_ps(yr + 8 * k, m);
             else _mm256_maskstore_ps(yr + 8 * k, wmask, m);
             lt = rt;
@@ -218,97 +201,264 @@ pool_k3s1_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t
     }
 }
 
+/* Lanes l of 8 with lo <= l < hi. */
+FC_TARGET_AVX2 static inline __m256i lanes_in(int64_t lo, int64_t hi)
+{
+    const __m256i l = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)hi), l),
+                            _mm256_cmpgt_epi32(l, _mm256_set1_epi32((int)lo - 1)));
+}
+
+/* h[c] = op(r[c-1], r[c], r[c+1]) for 8 columns of one row, from three unaligned loads of
+   the row. Taps that may leave the row are masked loads (EL: the left tap, ER: the right,
+   EC: all three, for W < 8) whose lanes outside the row read the padding value, and which
+   touch nothing outside the plane. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+k3_row(const float *r, __m256i lm, __m256i cm, __m256i rm, __m256 pad, const int IS_MAX,
+       const int EL, const int ER, const int EC)
+{
+#define K3_TAP(off, E, msk)                                                                 \
+    (!(E) ? _mm256_loadu_ps(r + (off))                                                      \
+          : IS_MAX ? _mm256_blendv_ps(pad, _mm256_maskload_ps(r + (off), msk),              \
+                                      _mm256_castsi256_ps(msk))                             \
+                   : _mm256_maskload_ps(r + (off), msk))
+    return pool_op(pool_op(K3_TAP(-1, EL || EC, lm), K3_TAP(0, EC, cm), IS_MAX),
+                   K3_TAP(1, ER || EC, rm), IS_MAX);
+#undef K3_TAP
+}
+
+/* NS (1..4) strips of 8 output columns from c[0] < c[1] < ..., walked down together (less
+   loop overhead, a row's stores close together), output rows [p0, p1): with h of the
+   window's rows in registers, y[p] = op(h[p-pt], h[p-pt+1], h[p-pt+2]) (h of rows outside
+   the plane: the padding value). The first strip's left tap and the last one's right tap
+   are masked (full masks inside the row), EC: all taps and the store (W < 8, one strip).
+   Average: times the reciprocal of the divisor, 1 / cdiv when all windows share it (UNI),
+   else rc[rowspan(p) * qp + q] (as pool_plane_t); an FMA with +0 so a -0 sum gives +0, as
+   the portable path's sums from +0 do. (Software prefetch of the input or, for writing,
+   the output a plane or two ahead was no faster in an A/B timing from L3.) */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s1_strips(const float *xp, float *yp, int64_t H, int64_t W, const int64_t *c, int64_t p0,
+            int64_t p1, int64_t pt, int64_t pb, int count_include_pad, const float *rc,
+            int64_t qp, float cdiv, const int IS_MAX, const int UNI, const int NS,
+            const int EC)
+{
+    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
+    const __m256 rcd = _mm256_set1_ps(1.0f / cdiv);
+    const int64_t cl = c[NS - 1];
+    const __m256i lm = lanes_in(1 - c[0], W + 1 - c[0]), cm = lanes_in(-c[0], W - c[0]),
+                  rm = lanes_in(-1 - cl, W - 1 - cl);
+    /* h of row r for strip k */
+#define K3_ROW(k, r)                                                                        \
+    k3_row(xp + c[k] + (r) * W, lm, cm, rm, pad, IS_MAX, (k) == 0, (k) == NS - 1, EC)
+#define K3_H(k, r) ((r) >= 0 && (r) < H ? K3_ROW(k, r) : pad)
+    /* one row step of every strip (the row checked when CHK): op, scale, store */
+#define K3_STEP(CHK)                                                                        \
+    do {                                                                                    \
+        const int64_t r_ = p - pt + 2;                                                      \
+        for (int k = 0; k < NS; ++k) {                                                      \
+            const __m256 hc = CHK ? K3_H(k, r_) : K3_ROW(k, r_);                            \
+            __m256 m = pool_op(pool_op(ha[k], hb[k], IS_MAX), hc, IS_MAX);                  \
+            if (!IS_MAX)                                                                    \
+                m = _mm256_fmadd_ps(m, UNI ? rcd : _mm256_loadu_ps(rc + c[k] + qp *        \
+                                    avg_span(p - pt, 3, H, pb, count_include_pad)), zero);  \
+            if (EC) _mm256_maskstore_ps(yp + p * W + c[k], cm, m);                          \
+            else _mm256_storeu_ps(yp + p * W + c[k], m);                                    \
+            ha[k] = hb[k], hb[k] = hc;                                                      \
+        }                                                                                   \
+    } while (0)
+    __m256 ha[4], hb[4];
+    for (int k = 0; k < NS; ++k) ha[k] = K3_H(k, p0 - pt), hb[k] = K3_H(k, p0 - pt + 1);
+    /* the window's last row p - pt + 2 lies inside the plane for p in [lo, hi): no checks */
+    const int64_t lo = pt - 2 < p0 ? p0 : pt - 2 > p1 ? p1 : pt - 2;
+    const int64_t hi = H + pt - 2 < lo ? lo : H + pt - 2 > p1 ? p1 : H + pt - 2;
+    int64_t p = p0;
+    for (; p < lo; ++p) K3_STEP(1);
+    for (; p < hi; ++p) K3_STEP(0);
+    for (; p < p1; ++p) K3_STEP(1);
+#undef K3_STEP
+#undef K3_H
+#undef K3_ROW
+}
+
 /* 3x3, stride 1, dilation 1, one column of padding each side and Q == W (the "same" 3x3/1
-   pool of GoogLeNet / Inception), in two passes over a block of output rows: first the
-   window's rows of each output row into its own row buffer (interior rows: 3 plain loads and
-   2 ops per 8 columns; the 1-2 row edges their own loop), then y[q] = op(b[q-1], b[q], b[q+1])
-   from three unaligned loads of the buffer, whose padding lanes (b[-1], b[W..]) hold the
-   padding value. The buffers were written a block earlier, so the unaligned loads never wait
-   on the stores. Sums in the portable order (rows, then taps, both from +0: "+ 0" at the
-   end). Average: divided by cdiv when every window has that divisor (count_include_pad with
-   one row / column of padding each side), else by rowspan(p) * dv[q] as in pool_plane_t.
-   Row tails: the last 8 columns again, overlapping (W >= 8), else masked. */
+   pool of GoogLeNet / Inception): columns first, straight from the input (three unaligned
+   loads per row and strip, k3_row), then the rows in registers down strips of 8 columns,
+   up to four at a time (k3s1_strips): no buffer, no store-to-load traffic. Strips at
+   columns 0, 8, ..., and W - 8 for a ragged W >= 8 (overlapping: the same values again);
+   W < 8 one masked strip. Output rows in blocks whose input stays in L1 across the block's
+   strips. The sums add the taps of each row, then the rows (the portable path: rows, then
+   taps; equal up to rounding). UNI: every window's divisor is cdiv. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
-                 int64_t pb, int count_include_pad, const float *dv, const float *rc,
-                 float cdiv, float *buf, int64_t bl, int64_t pbk, const int IS_MAX)
+                 int64_t pb, int count_include_pad, const float *rc, float cdiv,
+                 const int IS_MAX, const int UNI)
 {
-    const int64_t wv = W & ~(int64_t)7, qp = (W + 7) & ~(int64_t)7;
-    const __m256i wmask = fc_avx2_tailmask(W - wv);
-    const __m256 pad = _mm256_set1_ps(IS_MAX ? -INFINITY : 0.0f), zero = _mm256_setzero_ps();
-    const __m256 cd = _mm256_set1_ps(cdiv);
-    /* column starts: 0, 8, ..., and W - 8 for a ragged row of >= 8 (overlapping) */
-    const int64_t wlast = W >= 8 ? W - 8 : 0;
+    const int64_t qp = (W + 7) & ~(int64_t)7, ns = (W + 7) / 8;
+    int64_t pbk = 4096 / W - 2; /* (rows + 2) * W floats: 16 KiB */
+    if (pbk < 8) pbk = 8;
     for (int64_t p0 = 0; p0 < P; p0 += pbk) {
         const int64_t p1 = p0 + pbk < P ? p0 + pbk : P;
-        for (int64_t p = p0; p < p1; ++p) {
-            float *row = buf + (p - p0) * bl + 1;
-            const int64_t h0 = p - pt;
-            int64_t i0, i1;
-            valid_range(h0, 1, 3, H, &i0, &i1);
-            const float *r0 = xp + (h0 + i0) * W;
-            const int64_t nr = i1 - i0;
-            if (nr == 3 && W >= 8) { /* interior rows */
-                for (int64_t w = 0;; w = w + 16 <= W ? w + 8 : wlast) {
-                    _mm_prefetch((const char *)(r0 + 2 * W + w + POOL_PF), _MM_HINT_T0);
-                    __m256 m = pool_op(_mm256_loadu_ps(r0 + w), _mm256_loadu_ps(r0 + W + w),
-                                       IS_MAX);
-                    m = pool_op(m, _mm256_loadu_ps(r0 + 2 * W + w), IS_MAX);
-                    _mm256_storeu_ps(row + w, m);
-                    if (w == wlast) break;
-                }
-            } else if (W >= 8) { /* edge rows: 0..2 rows of the window inside */
-                for (int64_t w = 0;; w = w + 16 <= W ? w + 8 : wlast) {
-                    __m256 m = pad;
-                    if (nr > 0) m = _mm256_loadu_ps(r0 + w);
-                    for (int64_t i = 1; i < nr; ++i)
-                        m = pool_op(m, _mm256_loadu_ps(r0 + i * W + w), IS_MAX);
-                    _mm256_storeu_ps(row + w, m);
-                    if (w == wlast) break;
-                }
-            } else { /* W < 8: one masked vector */
-                __m256 m = pad;
-                if (nr > 0) m = _mm256_maskload_ps(r0, wmask);
-                for (int64_t i = 1; i < nr; ++i)
-                    m = pool_op(m, _mm256_maskload_ps(r0 + i * W, wmask), IS_MAX);
-                _mm256_maskstore_ps(row, wmask, m);
-            }
-        }
-        for (int64_t p = p0; p < p1; ++p) {
-            const float *b = buf + (p - p0) * bl; /* b[q] is column q - 1 */
-            float *yr = yp + p * W;
-            __m256 dd = cd;
-            const float *rcp = rc;
-            if (!IS_MAX && cdiv == 0.0f) {
-                const int64_t rsv = avg_span(p - pt, 3, H, pb, count_include_pad);
-                dd = _mm256_set1_ps((float)rsv);
-                rcp = rc + rsv * qp;
-            }
-            for (int64_t q = 0;; q = q + 16 <= W ? q + 8 : wlast) {
-                __m256 m = pool_op(pool_op(_mm256_loadu_ps(b + q), _mm256_loadu_ps(b + q + 1),
-                                           IS_MAX),
-                                   _mm256_loadu_ps(b + q + 2), IS_MAX);
-                if (!IS_MAX) {
-                    m = _mm256_add_ps(m, zero);
-                    if (cdiv != 0.0f) m = _mm256_div_ps(m, cd);
-                    else m = div_by_recip(m, _mm256_mul_ps(dd, _mm256_loadu_ps(dv + q)),
-                                          _mm256_loadu_ps(rcp + q));
-                }
-                if (W >= 8) _mm256_storeu_ps(yr + q, m);
-                else _mm256_maskstore_ps(yr + q, wmask, m);
-                if (q == wlast) break;
-            }
+        for (int64_t g = 0; g < ns; g += 4) { /* strips g .. g+3, strip k at min(8k, W-8) */
+            int64_t c[4];
+            const int n = ns - g < 4 ? (int)(ns - g) : 4;
+            for (int k = 0; k < n; ++k) c[k] = 8 * (g + k) + 8 <= W ? 8 * (g + k) : W - 8;
+#define K3_STRIPS(NS, EC)                                                                   \
+            k3s1_strips(xp, yp, H, W, c, p0, p1, pt, pb, count_include_pad, rc, qp, cdiv, \
+                        IS_MAX, UNI, NS, EC)
+            if (W < 8) c[0] = 0, K3_STRIPS(1, 1);
+            else if (n == 4) K3_STRIPS(4, 0);
+            else if (n == 3) K3_STRIPS(3, 0);
+            else if (n == 2) K3_STRIPS(2, 0);
+            else K3_STRIPS(1, 0);
+#undef K3_STRIPS
         }
     }
 }
 
+/* Its own function (not inlined into pool_plane_t): the strips' loops get the registers. */
+FC_TARGET_AVX2 __attribute__((noinline)) static void
+pool_k3s1_same(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
+               int64_t pb, int count_include_pad, const float *rc, float cdiv, int is_max)
+{
+    if (is_max)
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 1, 0);
+    else if (cdiv != 0.0f)
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 0, 1);
+    else
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 0, 0);
+}
+
+/* 3x3 max pool, stride 2, no padding or dilation (AlexNet / ZFNet pool1..5, GoogLeNet):
+   row-max first, then columns in registers, two output rows per pass. Output row p reads
+   input rows 2p..2p+2, so the pass's rows p, p+1 share row 2p+2 (5 row loads, not 6). For
+   each 8-column vector the pass takes the max of the window's rows (v, per output row);
+   then 8 outputs come from 16 + 1 columns of v: m[c] = max(v[c], v[c+1]) (a one-lane shift
+   across two vectors), out[q] = max(m[2q], m[2q+1]) (even / odd lanes: two in-lane shuffles,
+   then one permute puts the 64-bit pairs in order). max_ps is not NaN-propagating, so the
+   loads are checked for NaN instead (one unordered compare per two vectors, about a third
+   of what nanmax would cost); a plane holding a NaN goes to the generic path. Columns from
+   W on are -inf (windows of ceil_mode running past the right edge). Returns the number of
+   output rows done: those whose window lies inside the plane (the rest run past the bottom
+   and take the generic path), or 0 when the plane holds a NaN. */
+FC_TARGET_AVX2 static inline __m256 k3s2_cols(__m256 a, __m256 b, __m256 c)
+{   /* a, b, c: v of columns 16j.., 16j+8.., 16j+16.. -> outputs 8j..8j+7 */
+    const __m256 ma = _mm256_max_ps(a, shift_in_right(a, _mm256_permute2f128_ps(a, b, 0x21)));
+    const __m256 mb = _mm256_max_ps(b, shift_in_right(b, _mm256_permute2f128_ps(b, c, 0x21)));
+    /* lanes: (q0 q1 q4 q5 | q2 q3 q6 q7) */
+    const __m256 o = _mm256_max_ps(_mm256_shuffle_ps(ma, mb, _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(ma, mb, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+}
+
+/* Output vector j of row p (Q outputs a row, P rows): a whole store where it stays inside
+   the plane (the spill lands on the next row, which is written after it), else masked. */
+FC_TARGET_AVX2 static inline void k3s2_store(float *yp, int64_t p, int64_t j, int64_t Q,
+                                             int64_t P, __m256i qmask, __m256 o)
+{
+    float *d = yp + p * Q + 8 * j;
+    if (p * Q + 8 * j + 8 <= P * Q) _mm256_storeu_ps(d, o);
+    else _mm256_maskstore_ps(d, qmask, o);
+}
+
+/* v (the max of the window's rows) of column vector k for the pass's output rows, from
+   input rows r[0..2*NR] (the last vector masked: lanes from W on are -inf; beyond it all
+   -inf). NaN lanes of the loads are or-ed into *nn (one compare covers two vectors). */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s2_rows(const float *r, int64_t W, int64_t k, int64_t nv, __m256i wmask, __m256 *v0,
+          __m256 *v1, __m256 *nn, const int NR, const int INTERIOR)
+{
+    const __m256 pad = _mm256_set1_ps(-INFINITY);
+    if (INTERIOR) nv = k + 2; /* the caller knows k + 1 < nv */
+    if (k >= nv) {
+        *v0 = *v1 = pad;
+        return;
+    }
+    const float *c = r + 8 * k;
+    __m256 l0, l1, l2, l3 = pad, l4 = pad;
+    if (k + 1 < nv) {
+        l0 = _mm256_loadu_ps(c), l1 = _mm256_loadu_ps(c + W), l2 = _mm256_loadu_ps(c + 2 * W);
+        if (NR == 2) l3 = _mm256_loadu_ps(c + 3 * W), l4 = _mm256_loadu_ps(c + 4 * W);
+    } else { /* masked-off lanes read 0, no NaN */
+        l0 = _mm256_maskload_ps(c, wmask), l1 = _mm256_maskload_ps(c + W, wmask);
+        l2 = _mm256_maskload_ps(c + 2 * W, wmask);
+        if (NR == 2)
+            l3 = _mm256_maskload_ps(c + 3 * W, wmask), l4 = _mm256_maskload_ps(c + 4 * W, wmask);
+    }
+    __m256 u = _mm256_cmp_ps(l0, l1, _CMP_UNORD_Q);
+    if (NR == 2)
+        u = _mm256_or_ps(u, _mm256_or_ps(_mm256_cmp_ps(l2, l3, _CMP_UNORD_Q),
+                                         _mm256_cmp_ps(l4, l4, _CMP_UNORD_Q)));
+    else
+        u = _mm256_or_ps(u, _mm256_cmp_ps(l2, l2, _CMP_UNORD_Q));
+    *nn = _mm256_or_ps(*nn, u);
+    __m256 m0 = _mm256_max_ps(_mm256_max_ps(l0, l1), l2), m1 = m0;
+    if (NR == 2) m1 = _mm256_max_ps(_mm256_max_ps(l2, l3), l4);
+    if (k + 1 == nv) {
+        m0 = _mm256_blendv_ps(pad, m0, _mm256_castsi256_ps(wmask));
+        m1 = _mm256_blendv_ps(pad, m1, _mm256_castsi256_ps(wmask));
+    }
+    *v0 = m0, *v1 = m1;
+}
+
+/* One pass: output rows p (and p+1 when NR == 2) from input rows r[0..2*NR]. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s2_pass(const float *r, float *yp, int64_t p, int64_t W, int64_t P, int64_t Q, int64_t nv,
+          __m256i wmask, __m256i qmask, __m256 *nn, const int NR)
+{
+    const int64_t nq = (Q + 7) / 8;
+    __m256 a0, a1, b0, b1, c0, c1, first1 = _mm256_setzero_ps(), nan = *nn;
+    k3s2_rows(r, W, 0, nv, wmask, &a0, &a1, &nan, NR, 0);
+    int64_t j = 0;
+    /* interior: columns 16j .. 16j+23 and outputs 8j .. 8j+7 inside the row (no masks, no
+       padding: straight-line code), then the rest with the checks */
+#define K3S2_STEP(INTERIOR)                                                                 \
+    do {                                                                                    \
+        k3s2_rows(r, W, 2 * j + 1, nv, wmask, &b0, &b1, &nan, NR, INTERIOR);                \
+        k3s2_rows(r, W, 2 * j + 2, nv, wmask, &c0, &c1, &nan, NR, INTERIOR);                \
+        const __m256 o0 = k3s2_cols(a0, b0, c0);                                            \
+        if (INTERIOR) _mm256_storeu_ps(yp + p * Q + 8 * j, o0);                             \
+        else k3s2_store(yp, p, j, Q, P, qmask, o0);                                         \
+        if (NR == 2) {                                                                      \
+            const __m256 o1 = k3s2_cols(a1, b1, c1);                                        \
+            /* row p+1's first vector goes last: row p's tail may spill onto it */          \
+            if (j == 0) first1 = o1;                                                        \
+            else if (INTERIOR) _mm256_storeu_ps(yp + (p + 1) * Q + 8 * j, o1);              \
+            else k3s2_store(yp, p + 1, j, Q, P, qmask, o1);                                 \
+        }                                                                                   \
+        a0 = c0, a1 = c1;                                                                   \
+    } while (0)
+    for (; 2 * j + 3 < nv && 8 * j + 8 <= Q; ++j) K3S2_STEP(1);
+    for (; j < nq; ++j) K3S2_STEP(0);
+#undef K3S2_STEP
+    *nn = nan;
+    if (NR == 2) k3s2_store(yp, p + 1, 0, Q, P, qmask, first1);
+}
+
+FC_TARGET_AVX2 __attribute__((noinline)) static int64_t
+pool_max_k3s2(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q)
+{
+    const int64_t pf = P < (H - 1) / 2 ? P : (H - 1) / 2; /* rows with 2p + 2 <= H - 1 */
+    const int64_t nv = (W + 7) / 8;
+    const __m256i wmask = fc_avx2_tailmask(W - 8 * (nv - 1)),
+                  qmask = fc_avx2_tailmask(Q - 8 * ((Q - 1) / 8));
+    __m256 nan = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 2 <= pf; p += 2)
+        k3s2_pass(xp + 2 * p * W, yp, p, W, P, Q, nv, wmask, qmask, &nan, 2);
+    if (p < pf) k3s2_pass(xp + 2 * p * W, yp, p, W, P, Q, nv, wmask, qmask, &nan, 1);
+    return _mm256_movemask_ps(nan) ? 0 : pf;
+}
+
 /* One plane of max (IS_MAX) or average pooling. buf: pbk row buffers of bl floats, the
    padding value (-inf for max, 0 for sums) outside [pl, pl+W) of each.
-   Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * dv[q] with rowspan(p)
-   as in the portable path; rc[rowspan * qp + q] = 1 / (rowspan * dv[q]) (qp: Q rounded up
-   to 8; dv and rc padded with 1). Sums run in the portable path's order: the rows of a
-   column in order, then the taps in order; the portable path starts both folds from +0,
-   which only turns a -0 sum into +0: one "+ 0" at the end does the same.
+   Average: dh = dw = 1; the divisor of output (p, q) is rowspan(p) * colspan(q) as in the
+   portable path, which multiplies by its reciprocal too: rc[rowspan * qp + q] =
+   1 / (rowspan * colspan(q)) (qp: Q rounded up to 8; rc padded with 1); cdiv: the divisor
+   when all outputs share it, else 0. The product is within an ulp of the quotient and
+   cheaper (a divide issues once per 3.5+ cycles on Zen 3). Sums run in the portable path's
+   order: the rows of a column in order, then the taps in order; the portable path starts
+   both folds from +0, which only turns a -0 sum into +0: the scaling FMA's "+ 0" does the
+   same.
    Always inlined into the instances below with KH, KW, SW literal (0: take kh, kw, sw), so
    the common shapes get unrolled taps and no stride branch. Output rows go in blocks of pbk:
    row-fold the block into its buffers, then column-fold them (the column loads never wait
@@ -316,7 +466,7 @@ pool_k3s1_same_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, in
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q, int64_t kh,
              int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb,
-             int64_t dh, int64_t dw, int count_include_pad, const float *dv, const float *rc,
+             int64_t dh, int64_t dw, int count_include_pad, const float *rc,
              float cdiv, float *buf, int64_t bl, int64_t pbk, const int IS_MAX, const int KH,
              const int KW, const int SW)
 {
@@ -325,12 +475,18 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
     if (SW) sw = SW;
     if (!IS_MAX) dh = dw = 1;
     if (KH == 3 && KW == 3 && SW == 1 && pl == 1 && Q == W && sh == 1 && dh == 1) {
-        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, dv, rc, cdiv, buf, bl,
-                         pbk, IS_MAX);
+        pool_k3s1_same(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, IS_MAX);
         return;
     }
+    if (IS_MAX && KH == 3 && KW == 3 && SW == 2 && sh == 2 && dh == 1 && pt == 0 && pl == 0) {
+        const int64_t done = pool_max_k3s2(xp, yp, H, W, P, Q);
+        if (done == P) return;
+        /* the rest (windows running past the bottom; every row if the plane holds a NaN)
+           as a plane of its own on the generic path below */
+        xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
+    }
     if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
-        pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, dv, rc, IS_MAX, KH);
+        pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, rc, IS_MAX, KH);
         return;
     }
     const int64_t wv = W & ~(int64_t)7, qv = Q & ~(int64_t)7, qp = (Q + 7) & ~(int64_t)7;
@@ -387,23 +543,16 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
          stalls on the overlapping unaligned loads): y[q] = op_j buf[q*sw + j*dw] */
       for (int64_t p = p0; p < p1; ++p) {
         float *yr = yp + p * Q;
-        __m256 rsp = zero;
-        const float *rcp = rc;
-        if (!IS_MAX) {
-            const int64_t rsv = avg_span(p * sh - pt, kh, H, pb, count_include_pad);
-            rsp = _mm256_set1_ps((float)rsv);
-            rcp = rc + rsv * qp;
-        }
+        const float *rcp =
+            IS_MAX ? rc : rc + avg_span(p * sh - pt, kh, H, pb, count_include_pad) * qp;
         /* Q % 8 tail: when Q >= 8 the last 8 outputs again, overlapping (a masked store
            costs ~20 cycles on Zen 3), else a masked store */
         for (int64_t q = 0; q < Q; q = Q < 8 || q + 16 <= Q || q + 8 >= Q ? q + 8 : Q - 8) {
             const float *b = buf + (p - p0) * bl + q * sw;
             __m256 m = tap8(b, sw, gidx);
             for (int64_t j = 1; j < kw; ++j) m = pool_op(m, tap8(b + j * dw, sw, gidx), IS_MAX);
-            if (!IS_MAX)
-                m = div_by_recip(_mm256_add_ps(m, zero),
-                                 _mm256_mul_ps(rsp, _mm256_loadu_ps(dv + q)),
-                                 _mm256_loadu_ps(rcp + q));
+            if (!IS_MAX) /* "+ 0" as above */
+                m = _mm256_fmadd_ps(m, _mm256_loadu_ps(rcp + q), zero);
             if (q < qv) _mm256_storeu_ps(yr + q, m);
             else _mm256_maskstore_ps(yr + q, qmask, m);
         }
@@ -415,13 +564,13 @@ FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H
                                            int64_t P, int64_t Q, int64_t kh, int64_t kw,
                                            int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                                            int64_t pb, int64_t dh, int64_t dw,
-                                           int count_include_pad, const float *dv,
-                                           const float *rc, float cdiv, float *buf,
-                                           int64_t bl, int64_t pbk, int is_max)
+                                           int count_include_pad, const float *rc,
+                                           float cdiv, float *buf, int64_t bl, int64_t pbk,
+                                           int is_max)
 {
 #define POOLP(m, a, b, c)                                                                  \
     pool_plane_t(xp, yp, H, W, P, Q, kh, kw, sh, sw, pt, pl, pb, dh, dw, count_include_pad, \
-                 dv, rc, cdiv, buf, bl, pbk, m, a, b, c)
+                 rc, cdiv, buf, bl, pbk, m, a, b, c)
 #define POOL_SHAPES(m)                                                                     \
     if (dw == 1 && kh == 3 && kw == 3 && sw == 2) POOLP(m, 3, 3, 2);                       \
     else if (dw == 1 && kh == 2 && kw == 2 && sw == 2) POOLP(m, 2, 2, 2);                  \
@@ -467,10 +616,11 @@ pool_plane_portable(const float *xp, float *yp, int64_t H, int64_t W, int64_t P,
         }
         fold_columns_any(row, yr, Q, W, kw, sw, dw, pl, is_max);
         if (!is_max) {
-            /* divisor = rows x columns, both exact small integers in float */
+            /* divisor = rows x columns, both exact small integers in float; times its
+               reciprocal, as the AVX2 path (within an ulp of the quotient) */
             const float rowspan = (float)avg_span(h0, kh, H, pb, count_include_pad);
 #pragma omp simd
-            for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] / (rowspan * colspan[q]);
+            for (int64_t q = 0; q < Q; ++q) yr[q] = yr[q] * (1.0f / (rowspan * colspan[q]));
         }
     }
 }
@@ -497,7 +647,7 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 if (buf)
                     pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
                                     stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
-                                    NULL, NULL, 0.0f, buf, bl, pbk, 1);
+                                    NULL, 0.0f, buf, bl, pbk, 1);
             fc_free(buf);
         }
         return failed ? -1 : 0;
@@ -531,7 +681,7 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
     if (fc_isa() >= FC_ISA_AVX2) {
         const int64_t bl = pool_buf_len(W, Q, kw, stride_w, 1, pad_left);
         const int64_t pbk = pool_block_rows(bl, P), qp = (Q + 7) & ~(int64_t)7;
-        const int64_t nb = bl * pbk + qp * (kh + 2);
+        const int64_t nb = bl * pbk + qp * (kh + 1);
         /* cdiv: the divisor when every window has the same one (else 0) */
         int64_t rs0 = -1, cs0 = -1, same = 1;
         for (int64_t p = 0; p < P && same; ++p) {
@@ -549,18 +699,17 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         const float cdiv = same && rs0 > 0 && cs0 > 0 ? (float)rs0 * (float)cs0 : 0.0f;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
         {
-            /* pbk row buffers (0 outside the row), then the divisor's column factor per
-               output column (dv, qp) and its reciprocal tables rc[rowspan * qp + q] for
-               rowspan 0..kh (padding lanes 1) */
+            /* pbk row buffers (0 outside the row), then the reciprocals of the divisors
+               rc[rowspan * qp + q] for rowspan 0..kh (padding lanes 1) */
             float *buf = fc_alloc_floats(nb);
             failed = buf == NULL;
             if (buf) {
-                float *dv = buf + bl * pbk, *rc = dv + qp;
+                float *rc = buf + bl * pbk;
                 for (int64_t i = 0; i < nb; ++i) buf[i] = i < bl * pbk ? 0.0f : 1.0f;
                 for (int64_t q = 0; q < Q; ++q) {
-                    dv[q] = (float)avg_span(q * stride_w - pad_left, kw, W, pad_right,
-                                            count_include_pad);
-                    for (int64_t r = 0; r <= kh; ++r) rc[r * qp + q] = 1.0f / ((float)r * dv[q]);
+                    const float cs = (float)avg_span(q * stride_w - pad_left, kw, W, pad_right,
+                                                     count_include_pad);
+                    for (int64_t r = 0; r <= kh; ++r) rc[r * qp + q] = 1.0f / ((float)r * cs);
                 }
             }
 #pragma omp for schedule(static)
@@ -568,8 +717,7 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                 if (buf)
                     pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
                                     stride_h, stride_w, pad_top, pad_left, pad_bottom, 1, 1,
-                                    count_include_pad, buf + bl * pbk, buf + bl * pbk + qp,
-                                    cdiv, buf, bl, pbk, 0);
+                                    count_include_pad, buf + bl * pbk, cdiv, buf, bl, pbk, 0);
             fc_free(buf);
         }
         return failed ? -1 : 0;

@@ -76,6 +76,43 @@ def run_checks():
                 b = fastconv.avg_pool2d(x, k, s, p, False, cip, backend="naive")
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6,
                                            err_msg=str(("avg inf", W, k, s, p, cip)))
+    # the 3x3/1 "same" pool (Q == W, one column of padding each side): strips of 8 columns
+    # with masked edge taps, the overlapping last strip (ragged W), W < 8 / == 8, row blocks
+    # (W = 200: several per plane), top / bottom padding of 0..1 rows (4-tuple padding),
+    # windows with both +inf and -inf, all -0.0 windows (the average is +0.0), NaN for max
+    for H, W in [(1, 1), (3, 5), (2, 8), (5, 9), (9, 16), (4, 17), (28, 28), (7, 31),
+                 (40, 200)]:
+        x = rng.standard_normal((2, 3, H, W)).astype(np.float32)
+        x.flat[rng.integers(0, x.size, 2)] = np.inf
+        x.flat[rng.integers(0, x.size, 2)] = -np.inf
+        x[1, 1] = -0.0
+        xn = x.copy()
+        xn.flat[rng.integers(0, x.size, 2)] = np.nan
+        for pad in [1, (1, 1, 1, 1), (0, 1, 1, 1), (1, 1, 0, 1), (0, 1, 0, 1)]:
+            if H + (2 if pad == 1 else pad[0] + pad[2]) < 3:
+                continue
+            a = fastconv.max_pool2d(xn, 3, 1, pad, backend="c")
+            b = fastconv.max_pool2d(xn, 3, 1, pad, backend="naive")
+            assert np.array_equal(a, b, equal_nan=True), ("max 3x3/1", H, W, pad)
+            for cip in (True, False):
+                a = fastconv.avg_pool2d(x, 3, 1, pad, False, cip, backend="c")
+                b = fastconv.avg_pool2d(x, 3, 1, pad, False, cip, backend="naive")
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6,
+                                           err_msg=str(("avg 3x3/1", H, W, pad, cip)))
+                assert not np.signbit(a[1, 1]).any(), ("avg 3x3/1 -0", H, W, pad, cip)
+    # 3x3/2 max without padding (the two-rows-per-pass register path): odd / even heights
+    # (a last single-row pass), ragged widths (masked last vector, spilled / masked output
+    # tails), ceil_mode windows past the right and bottom edges (-inf columns, rows left to
+    # the generic path), and a NaN in one plane only (that plane falls back)
+    for H, W in [(3, 3), (4, 5), (5, 8), (7, 9), (9, 16), (8, 17), (11, 23), (13, 24),
+                 (27, 31), (55, 55), (56, 56), (6, 40)]:
+        for cm in (False, True):
+            x = rng.standard_normal((2, 3, H, W)).astype(np.float32)
+            x[1, 2].flat[rng.integers(0, H * W)] = np.nan
+            x[0, 1].flat[rng.integers(0, H * W)] = -np.inf
+            a = fastconv.max_pool2d(x, 3, 2, 0, 1, cm, backend="c")
+            b = fastconv.max_pool2d(x, 3, 2, 0, 1, cm, backend="naive")
+            assert np.array_equal(a, b, equal_nan=True), ("max 3x3/2", H, W, cm)
     # global average pooling: ragged plane sizes
     for HW in list(range(1, 20)) + [49, 64, 65]:
         x = rng.standard_normal((2, 5, HW, 1)).astype(np.float32)
