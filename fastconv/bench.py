@@ -76,20 +76,29 @@ def round_ratio(numerator, denominator):
 # ---------------------------------------------------------------------------- machine
 
 
-_blas_limiter = None  # threadpoolctl's limit lasts as long as this object
-
-
 def limit_threads(threads):
-    """Run fastconv (OpenMP + Numba), BLAS and PyTorch (if loaded) on ``threads`` threads."""
-    global _blas_limiter
+    """Run fastconv (OpenMP + Numba), BLAS and PyTorch (if loaded) on ``threads`` threads.
+    Returns a function that puts the previous counts back (the CLI may run in-process,
+    e.g. from the tests, and must not leave its thread counts behind)."""
+    before = fastconv.get_num_threads()
     fastconv.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
-        _blas_limiter = threadpool_limits(threads)
+        blas = threadpool_limits(threads)  # holds the previous limits until restored
     except ImportError:
-        pass
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+        blas = None
+    torch = sys.modules.get("torch")
+    torch_before = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(threads)
+
+    def restore():
+        fastconv.set_num_threads(before)
+        if blas is not None:
+            blas.restore_original_limits()
+        if torch_before:
+            torch.set_num_threads(torch_before)
+    return restore
 
 
 def torch_peer(threads=None):

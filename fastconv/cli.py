@@ -151,7 +151,14 @@ def cmd_bench(args):
     from . import bench
 
     threads = args.threads or fastconv.get_num_threads()
-    bench.limit_threads(threads)
+    restore = bench.limit_threads(threads)
+    try:
+        return _bench(args, bench, threads)
+    finally:
+        restore()
+
+
+def _bench(args, bench, threads):
     bench.measured_peak()  # before the run, on a quiet machine (then cached)
     usable = [b for b in fastconv.backends()
               if b not in _registry.DEVICE_BACKENDS or bench.real_gpu()]
