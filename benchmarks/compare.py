@@ -13,61 +13,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastconv  # noqa: E402
+# The timing and peer helpers live in fastconv.bench (shared with `fastconv bench` and the
+# pytest-benchmark suites); networks.py imports alternate and torch_peer from here.
+from fastconv.bench import (  # noqa: E402,F401
+    ConvCase, alternate, blas_info, limit_threads, torch_peer)
 from layers import CONV_LAYERS, FC_LAYERS, GEMM_SIZES, MEMORY_OPS, conv_flops  # noqa: E402
 
 
-def _best_of(fn, seconds):
-    """Median time of repeated calls for about ``seconds``, at least 3 calls."""
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def alternate(candidates, rounds, seconds):
-    """{name: [time per round]} timing each candidate once per round, in turn."""
-    for fn in candidates.values():
-        fn()  # warm-up: JIT, page faults, thread pools
-    results = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            time.sleep(0.2)  # let the previous library's spinning threads go idle
-            results[name].append(_best_of(fn, seconds))
-    return results
-
-
-def torch_peer(threads):
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    return torch
-
-
 def conv_candidates(layer, torch):
-    name, N, C, H, W, K, R, S, stride, pad, groups = layer
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-    w = rng.standard_normal((K, C // groups, R, S), dtype=np.float32)
-    b = rng.standard_normal(K, dtype=np.float32)
-    cands = {"c": lambda: fastconv.conv2d(x, w, b, stride, pad, 1, groups, backend="c")}
+    """The C backend (and PyTorch when ``torch`` is given) on a layers.CONV_LAYERS entry."""
+    case = ConvCase("conv2d", layer[0], tuple(layer[1:]))
+    cands = {"c": case.make("c")}
     if torch is not None:
-        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-
-        def run_torch():
-            with torch.no_grad():
-                return torch.nn.functional.conv2d(tx, tw, tb, stride, pad, 1, groups)
-
-        cands["torch"] = run_torch
+        cands["torch"] = case.make("torch")
     return cands
 
 
@@ -109,14 +72,8 @@ def main(argv=None):
                         help="comma-separated: gemm, conv, gemv, memory, scaling, numba")
     args = parser.parse_args(argv)
 
-    fastconv.set_num_threads(args.threads)
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-        threadpool_limits(args.threads)
-        blas = ", ".join(f"{d['internal_api']} {d['version']} ({d.get('architecture')})"
-                         for d in threadpool_info() if d["user_api"] == "blas")
-    except ImportError:
-        blas = "unknown"
+    limit_threads(args.threads)
+    blas = blas_info()
     torch = torch_peer(args.threads)
     info = fastconv.info()
     print(f"fastconv {info['version']}, isa {info.get('isa')}, openmp {info.get('openmp')}, "

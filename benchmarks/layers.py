@@ -1,4 +1,5 @@
-"""Named layers of the seed networks, the one table the benchmarks draw from.
+"""Named layers of the seed networks, the one table the benchmarks draw from
+(benchmarks/test_bench_*.py, compare.py and ``fastconv bench`` via fastconv.bench).
 
 Each conv entry is (name, N, C, H, W, K, R, S, stride, pad, groups); GEMM sizes are
 square M = N = K.
@@ -11,14 +12,26 @@ CONV_LAYERS = [
     ("alexnet.conv3", 1, 256, 13, 13, 384, 3, 3, 1, 1, 1),
     ("alexnet.conv4", 1, 384, 13, 13, 384, 3, 3, 1, 1, 2),
     ("alexnet.conv5", 1, 384, 13, 13, 256, 3, 3, 1, 1, 2),
+    ("zfnet.conv1", 1, 3, 224, 224, 96, 7, 7, 2, 1, 1),
+    # VGG16: the second conv of each of the five blocks.
     ("vgg16.conv1_2", 1, 64, 224, 224, 64, 3, 3, 1, 1, 1),
+    ("vgg16.conv2_2", 1, 128, 112, 112, 128, 3, 3, 1, 1, 1),
     ("vgg16.conv3_2", 1, 256, 56, 56, 256, 3, 3, 1, 1, 1),
+    ("vgg16.conv4_2", 1, 512, 28, 28, 512, 3, 3, 1, 1, 1),
     ("vgg16.conv5_2", 1, 512, 14, 14, 512, 3, 3, 1, 1, 1),
+    # GoogLeNet inception 3a (input 192x28x28): the 1x1 branch and the reduce -> 3x3 and
+    # reduce -> 5x5 branches' convs.
+    ("googlenet.3a.1x1", 1, 192, 28, 28, 64, 1, 1, 1, 0, 1),
+    ("googlenet.3a.3x3_reduce", 1, 192, 28, 28, 96, 1, 1, 1, 0, 1),
+    ("googlenet.3a.3x3", 1, 96, 28, 28, 128, 3, 3, 1, 1, 1),
+    ("googlenet.3a.5x5", 1, 16, 28, 28, 32, 5, 5, 1, 2, 1),
     ("resnet50.res2_1x1a", 1, 64, 56, 56, 64, 1, 1, 1, 0, 1),
     ("resnet50.res2_1x1c", 1, 64, 56, 56, 256, 1, 1, 1, 0, 1),
     ("resnet50.res3_1x1a", 1, 512, 28, 28, 128, 1, 1, 1, 0, 1),
     ("resnet50.res4_1x1c", 1, 256, 14, 14, 1024, 1, 1, 1, 0, 1),
     ("resnet50.res5_1x1a", 1, 2048, 7, 7, 512, 1, 1, 1, 0, 1),
+    ("resnet50.res2_3x3", 1, 64, 56, 56, 64, 3, 3, 1, 1, 1),
+    ("resnet50.res4_3x3", 1, 256, 14, 14, 256, 3, 3, 1, 1, 1),
     ("lenet5.conv1.b1", 1, 1, 32, 32, 6, 5, 5, 1, 0, 1),
     ("lenet5.conv2.b1", 1, 6, 14, 14, 16, 5, 5, 1, 0, 1),
     ("lenet5.conv1.b64", 64, 1, 32, 32, 6, 5, 5, 1, 0, 1),

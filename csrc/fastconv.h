@@ -117,6 +117,9 @@ int fc_has_openmp(void);
 const char *fc_isa_name(void);
 /* The run-time GEMM kernel's register tile and cache blocking (tests probe every block edge). */
 void fc_gemm_blocking(int *mr, int *nr, int64_t *mc, int64_t *kc, int64_t *nc);
+/* Measured FP32 peak in GFLOP/s (2 per FMA lane) of fc_get_num_threads() threads, each running
+   independent FMA chains on the widest vectors fc_isa() allows for about `seconds`. */
+double fc_fma_peak_gflops(double seconds);
 /* END CFFI CDEF */
 
 /* ------------------------------------------------------------------ OpenMP guard */

@@ -17,6 +17,9 @@
  *                     layers), so A is streamed once, 4 rows (n) or 4 k-rows (t) at a time.
  *   gemv_n4_{avx2,generic}  fc_sgemv_multi, Y = X A^T for a few vectors (linear with a small
  *                     batch): 2 rows of A x 4 vectors per pass, so A is read once per 4 rows.
+ *   fma_chains_{avx512,avx2,generic}  fc_fma_peak_gflops, not a kernel: the machine's measured
+ *                     FP32 peak (independent FMA chains, no memory traffic), the roof that
+ *                     `fastconv bench` and `fastconv info` report GFLOP/s against.
  *
  * Loop nest (row-major C = A B; vectors run along N, A values are broadcast), BLIS order:
  *   for jc in N step NC
@@ -43,6 +46,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if FC_X86
 #include <immintrin.h>
@@ -922,4 +926,90 @@ void fc_gemm_blocking(int *mr, int *nr, int64_t *mc, int64_t *kc, int64_t *nc)
     *mc = k->mc;
     *kc = k->kc;
     *nc = k->nc;
+}
+
+/* ------------------------------------------------------------------ FMA peak probe */
+
+/* FMA latency is ~4 cycles and there are up to 2 FMA ports, so >= 8 independent chains keep
+   every port busy; 12 leave slack (and still fit the 16 ymm / 32 zmm registers). Each call
+   runs `iters` rounds of FMA_CHAINS FMAs and returns nothing the compiler may drop. */
+#define FMA_CHAINS 12
+#define FMA_ITERS 4096
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* acc = acc * m + a converges to a / (1 - m) = 1: no overflow, no denormals to slow it. */
+#if FC_X86
+FC_TARGET_AVX512 static float fma_chains_avx512(int64_t iters)
+{
+    const __m512 m = _mm512_set1_ps(0.999f), a = _mm512_set1_ps(0.001f);
+    __m512 acc[FMA_CHAINS];
+    for (int c = 0; c < FMA_CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < FMA_CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], m, a);
+    __m512 s = acc[0];
+    for (int c = 1; c < FMA_CHAINS; c++) s = _mm512_add_ps(s, acc[c]);
+    return _mm512_reduce_add_ps(s);
+}
+
+FC_TARGET_AVX2 static float fma_chains_avx2(int64_t iters)
+{
+    const __m256 m = _mm256_set1_ps(0.999f), a = _mm256_set1_ps(0.001f);
+    __m256 acc[FMA_CHAINS];
+    for (int c = 0; c < FMA_CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < FMA_CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], m, a);
+    __m256 s = acc[0];
+    for (int c = 1; c < FMA_CHAINS; c++) s = _mm256_add_ps(s, acc[c]);
+    return fc_avx2_hsum(s);
+}
+#endif
+
+/* 8-wide chains in plain C: whatever the baseline ISA vectorises them to (SSE: mul + add). */
+static float fma_chains_generic(int64_t iters)
+{
+    float acc[FMA_CHAINS][8];
+    for (int c = 0; c < FMA_CHAINS; c++)
+        for (int l = 0; l < 8; l++) acc[c][l] = (float)c;
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < FMA_CHAINS; c++)
+            for (int l = 0; l < 8; l++) acc[c][l] = acc[c][l] * 0.999f + 0.001f;
+    float s = 0.0f;
+    for (int c = 0; c < FMA_CHAINS; c++)
+        for (int l = 0; l < 8; l++) s += acc[c][l];
+    return s;
+}
+
+/* Measured FP32 peak of this process's threads (fc_get_num_threads) in GFLOP/s, counting
+   2 flops per FMA lane: every thread runs FMA chains of the widest vectors fc_isa() allows
+   (the ISA the GEMM microkernels use) for about `seconds`; flops of all threads / wall time. */
+double fc_fma_peak_gflops(double seconds)
+{
+    int lanes = 8;
+    float (*chains)(int64_t) = fma_chains_generic;
+#if FC_X86
+    if (fc_isa() == FC_ISA_AVX512) { chains = fma_chains_avx512; lanes = 16; }
+    else if (fc_isa() == FC_ISA_AVX2) chains = fma_chains_avx2;
+#endif
+    const int nt = fc_get_num_threads();
+    int64_t rounds_total = 0;
+    float checksum = 0.0f;
+    const double t0 = now_seconds();
+#pragma omp parallel num_threads(nt) reduction(+ : rounds_total, checksum)
+    {
+        const double start = now_seconds();
+        do { /* each thread until its own clock says `seconds` have passed */
+            checksum += chains(FMA_ITERS);
+            rounds_total += FMA_ITERS;
+        } while (now_seconds() - start < seconds);
+    }
+    const double t1 = now_seconds();
+    volatile float sink = checksum; /* the chains' results are used, so they are computed */
+    (void)sink;
+    return 2.0 * FMA_CHAINS * lanes * (double)rounds_total / (t1 - t0) / 1e9;
 }

@@ -1,10 +1,12 @@
-"""The ``fastconv`` command line: ``fastconv info | demo | run``.
+"""The ``fastconv`` command line: ``fastconv info | demo | run | bench``.
 
 ``demo`` runs LeNet-5 (``fastconv.models.lenet5``: conv 6@5x5, pool, conv 16@5x5,
 pool, FC 120-84-10) on every usable backend, checks that they agree, and prints the
 time per backend and the speedup over the naive Python loops.
 ``run MODEL`` runs a model by name (``alexnet``, ``vgg16`` ...) or an ``.onnx`` file on
 random input and prints the top classes; ``--profile`` adds a per-layer time table.
+``bench`` times chosen ops / backends / models against naive, numpy and the peers
+(fastconv.bench holds the machinery; ``--json`` and ``--plot`` save the results).
 """
 from __future__ import annotations
 
@@ -31,6 +33,11 @@ def _time(fn, min_seconds=0.2, max_repeats=50):
 
 def cmd_info(args):
     info = fastconv.info()
+    if "c" in info["backends"]:  # a ~0.1 s FMA probe, so it lives here, not in info()
+        from .bench import measured_peak
+        info["peak_gflops"] = round(measured_peak(), 1)
+        info["peak_counted"] = (f"FMA probe, {info['c_threads']} threads, {info['isa']}, "
+                                "2 flops per FMA lane")
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -136,6 +143,91 @@ def _print_profile(model, plan, x, repeats=5):
     print(f"{'total':<28} {'':<18} {total * 1e3:9.3f}")
 
 
+def _names(text):
+    return [s.strip() for s in text.split(",") if s.strip()] if text else []
+
+
+def cmd_bench(args):
+    from . import bench
+
+    threads = args.threads or fastconv.get_num_threads()
+    restore = bench.limit_threads(threads)
+    try:
+        return _bench(args, bench, threads)
+    finally:
+        restore()
+
+
+def _bench(args, bench, threads):
+    bench.measured_peak()  # before the run, on a quiet machine (then cached)
+    usable = [b for b in fastconv.backends()
+              if b not in _registry.DEVICE_BACKENDS or bench.real_gpu()]
+    backends = _names(args.backends) or usable
+    missing = [b for b in backends if b not in usable]
+    if missing:
+        raise SystemExit(f"backend(s) {missing} not usable here (cuda only on a real GPU); "
+                         f"usable: {', '.join(usable)}")
+    peers = _names(args.peers) if args.peers is not None else bench.available_peers()
+    if peers == ["none"]:
+        peers = []
+    unknown = [p for p in peers if p not in bench.available_peers()]
+    if unknown:
+        raise SystemExit(f"peer(s) {unknown} not installed; installed: "
+                         f"{', '.join(bench.available_peers())}")
+    if "torch" in peers:
+        bench.torch_peer(threads)
+    ops = _names(args.ops) or None
+    models_ = _names(args.models)
+    if args.models is None:  # default: LeNet-5 in a quick run, every model in a full one
+        models_ = ["lenet5"] if args.quick else list(models.__all__)
+    if ops is None and args.models is not None:
+        ops = []  # --models alone: just the networks
+    rounds = args.rounds or (2 if args.quick else 5)
+    seconds = args.seconds if args.seconds is not None else (0.03 if args.quick else 0.2)
+    # A quick run pauses less between libraries: the rounds still alternate and the ratios
+    # are medians of per-round ratios, which is what cancels the spinning threads' effect.
+    pause = 0.05 if args.quick else 0.2
+    try:
+        cases = bench.cases(ops, models_, args.batch, args.quick, _names(args.layers), threads)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if not cases:
+        raise SystemExit("nothing to run: no layer matches --ops / --layers")
+    if args.plot:  # fail before the run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("--plot needs matplotlib: pip install 'fastconv[bench]' "
+                             "(or pip install matplotlib)") from None
+    start = time.perf_counter()
+    rows = bench.run(cases, backends, peers, rounds, seconds, pause, progress=not args.no_progress)
+    head = bench.header(threads, backends=backends, peers=peers, rounds=rounds,
+                        seconds_per_round=seconds, quick=args.quick, batch=args.batch,
+                        command="fastconv " + " ".join(args.argv),
+                        wall_s=round(time.perf_counter() - start, 1))
+    v = head["versions"]
+    print(f"fastconv {v['fastconv']}, {threads} threads, isa {head['isa']}, {head['cpu']}; "
+          f"measured peak {_peak_text(head)}; numpy {v['numpy']} ({v['blas']}), "
+          f"numba {v['numba']}, torch {v['torch'] or '-'}, onnxruntime {v['onnxruntime'] or '-'}")
+    print("GFLOP/s = 2*MACs / time (conv2d, gemm, linear, models); GB/s = bytes read + written "
+          "/ time (memory-bound ops). x numpy, x best peer: median of per-round time ratios "
+          f"({rounds} alternating rounds); > 1 is faster.\n")
+    print(bench.format_table(rows))
+    print(f"\n{len(rows)} rows in {head['wall_s']:.1f} s")
+    if args.json:
+        bench.write_json(args.json, head, rows)
+        print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(args.plot, head, rows)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _peak_text(head):
+    peak = head.get("peak_gflops")
+    return "-" if peak is None else f"{peak:.1f} GFLOP/s (FMA probe)"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastconv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,7 +247,42 @@ def main(argv=None):
     p_run.add_argument("--seconds", type=float, default=1.0, help="timing budget")
     p_run.add_argument("--show", type=int, default=1, help="images whose top-5 to print")
     p_run.set_defaults(func=cmd_run)
+    p_bench = sub.add_parser(
+        "bench", help="time ops / models per backend against naive, numpy and the peers",
+        description="Time a subset of ops on the named layers (benchmarks/layers.py) and of "
+                    "whole models, per backend, against the naive loops, numpy and the peers "
+                    "(OpenBLAS, PyTorch, ONNX Runtime, when installed).")
+    p_bench.add_argument("--ops", default=None,
+                         help="comma-separated ops (default: all): conv2d, gemm, linear, "
+                              "max_pool2d, avg_pool2d, local_response_norm (lrn), relu, "
+                              "softmax, batch_norm, global_avg_pool2d")
+    p_bench.add_argument("--backends", default=None,
+                         help="comma-separated backends (default: every usable one; cuda only "
+                              "on a real GPU). naive and numpy always run as references")
+    p_bench.add_argument("--models", default=None,
+                         help=f"comma-separated models for full forward passes, of: "
+                              f"{', '.join(models.__all__)} (default: lenet5 with --quick, all "
+                              "without; '' for none)")
+    p_bench.add_argument("--layers", default=None,
+                         help="comma-separated substrings of layer names to keep")
+    p_bench.add_argument("--peers", default=None,
+                         help="comma-separated peers of: openblas, torch, onnxruntime, or "
+                              "'none' (default: every installed one)")
+    p_bench.add_argument("--batch", type=int, default=1, help="batch of the model passes")
+    p_bench.add_argument("--threads", type=int, default=None)
+    p_bench.add_argument("--quick", action="store_true",
+                         help="a few small layers, 2 short rounds (about a minute on 2 cores)")
+    p_bench.add_argument("--rounds", type=int, default=None,
+                         help="alternating rounds (default 5, --quick 2)")
+    p_bench.add_argument("--seconds", type=float, default=None,
+                         help="timing per candidate per round (default 0.2, --quick 0.03)")
+    p_bench.add_argument("--json", default=None, metavar="PATH", help="write rows + header")
+    p_bench.add_argument("--plot", default=None, metavar="PATH",
+                         help="write a PNG of the rates (needs matplotlib: fastconv[bench])")
+    p_bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_bench.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in bench's header
     return args.func(args)
 
 

@@ -186,3 +186,17 @@ def build_info():
         "c_threads": int(lib.fc_get_num_threads()),
         "c_flags": ffi.string(lib.fc_build_flags()).decode(),
     }
+
+
+_peak_cache: dict[int, float] = {}
+
+
+def fma_peak_gflops(seconds=0.1):
+    """The machine's measured FP32 peak in GFLOP/s (2 per FMA lane) at the current thread count:
+    csrc's FMA probe (independent FMA chains on the GEMM kernels' vector width, no memory
+    traffic) for about ``seconds``. Measured once per process and thread count, then cached,
+    because each call burns ``seconds`` of every core."""
+    threads = int(lib.fc_get_num_threads())
+    if threads not in _peak_cache:
+        _peak_cache[threads] = float(lib.fc_fma_peak_gflops(float(seconds)))
+    return _peak_cache[threads]
