@@ -142,6 +142,16 @@ def _fill_kernel(y, value):
 
 
 @cuda.jit(device=True)
+def _unravel_nchw(i, C, H, W):
+    """The (n, c, h, w) of flat index i into a C-contiguous (N, C, H, W) array."""
+    w = i % W
+    t = i // W
+    h = t % H
+    t //= H
+    return t // C, t % C, h, w
+
+
+@cuda.jit(device=True)
 def _relu_value(v):
     """max(v, 0): NaN stays NaN, -0.0 becomes +0.0 (the spec's _relu_scalar)."""
     if v > 0 or v != v:
@@ -343,12 +353,7 @@ def _conv2d_direct_kernel(x, w, bias, y, ints):
     P, Q, K = ints[_P], ints[_Q], ints[_K]
     if i >= ints[_N] * K * P * Q:
         return
-    q = i % Q
-    t = i // Q
-    p = t % P
-    t //= P
-    k = t % K
-    img = t // K
+    img, k, p, q = _unravel_nchw(i, K, P, Q)
     c0 = (k // ints[_KG]) * ints[_CG]
     acc = _F0
     for c in range(ints[_CG]):
@@ -417,12 +422,7 @@ def _max_pool2d_kernel(x, y, ints):
     i = cuda.grid(1)
     if i >= x.shape[0] * C * P * Q:
         return
-    q = i % Q
-    t = i // Q
-    p = t % P
-    t //= P
-    c = t % C
-    n = t // C
+    n, c, p, q = _unravel_nchw(i, C, P, Q)
     m = _NEG_INF  # padding never wins; NaN wins (propagates), as in the spec
     for r in range(ints[5]):
         h = p * ints[7] - ints[9] + r * ints[13]
@@ -443,12 +443,7 @@ def _avg_pool2d_kernel(x, y, ints):
     i = cuda.grid(1)
     if i >= x.shape[0] * C * P * Q:
         return
-    q = i % Q
-    t = i // Q
-    p = t % P
-    t //= P
-    c = t % C
-    n = t // C
+    n, c, p, q = _unravel_nchw(i, C, P, Q)
     # The window, clipped to the padded input, then to the real input (see the spec).
     h0 = p * ints[7] - ints[9]
     w0 = q * ints[8] - ints[10]
