@@ -280,6 +280,9 @@ def _simd_selftest(a, b, c, c_off, ldc, flags, simd, a_rs=1, a_ks=MR, mr=MR):
 
 # ----------------------------------------------------------------------------- packing
 
+# An index known to be >= 0, as unsigned: Numba then indexes without its wraparound test.
+_u = np.uint64
+
 
 @njit(fastmath=_FM, cache=True)
 def _pack_a_panel(a, a_off, lda, trans, M, K, alpha, pa, pa_off, ip):
@@ -294,16 +297,18 @@ def _pack_a_panel(a, a_off, lda, trans, M, K, alpha, pa, pa_off, ip):
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         base = pa_off + k0 * Mp + ip * MR * kc
+        # full panels index through _u: unsigned indices skip Numba's negative-index
+        # wraparound (a compare and select per access, more than the copy itself)
         if mr == MR and not trans:
             for kk in range(kc):
                 src = a_off + i0 * lda + k0 + kk
                 for r in range(MR):
-                    pa[base + kk * MR + r] = alpha * a[src + r * lda]
+                    pa[_u(base + kk * MR + r)] = alpha * a[_u(src + r * lda)]
         elif mr == MR:
             for kk in range(kc):
                 src = a_off + (k0 + kk) * lda + i0
                 for r in range(MR):
-                    pa[base + kk * MR + r] = alpha * a[src + r]
+                    pa[_u(base + kk * MR + r)] = alpha * a[_u(src + r)]
         else:  # ragged last panel
             for kk in range(kc):
                 for r in range(MR):
@@ -342,7 +347,8 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
     output pixel (p, q) -> b[b_off + (c*H + p*sh - pt + r*dh)*W + q*sw - pl + s*dw], zero
     outside the input. For B_CONV b is the zero-padded input (``_pad_input``), so the tap
     is b[b_off + (c*Hp + p*sh + r*dh)*Wp + q*sw + s*dw] with no bounds test; geo = (Hp, Wp,
-    R, S, Q, sh, sw, pt, pl, dh, dw). ih0 (NC): scratch for per-pixel offsets."""
+    R, S, Q, sh, sw, pt, pl, dh, dw). ih0 (NC): scratch for per-pixel offsets. Hot loops
+    index through _u (no wraparound tests)."""
     npan = (nb + NR - 1) // NR
     if mode == B_ROWMAJOR:
         for jp in range(npan):
@@ -351,7 +357,7 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 src = b_off + (k0 + kk) * ldb + j0 + jp * NR
                 dst = (jp * kc + kk) * NR
                 for jj in range(jn):
-                    pb[dst + jj] = b[src + jj]
+                    pb[_u(dst + jj)] = b[_u(src + jj)]
                 for jj in range(jn, NR):
                     pb[dst + jj] = 0.0
     elif mode == B_TRANS:
@@ -361,7 +367,7 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 if jj < jn:
                     src = b_off + (j0 + jp * NR + jj) * ldb + k0
                     for kk in range(kc):
-                        pb[(jp * kc + kk) * NR + jj] = b[src + kk]
+                        pb[_u((jp * kc + kk) * NR + jj)] = b[_u(src + kk)]
                 else:
                     for kk in range(kc):
                         pb[(jp * kc + kk) * NR + jj] = 0.0
@@ -381,7 +387,7 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 base = b_off + (c * Hp + r * dh) * Wp + s * dw
                 dst = (jp * kc + kk) * NR
                 for jj in range(NR):
-                    pb[dst + jj] = b[base + ih0[jp * NR + jj]]
+                    pb[_u(dst + jj)] = b[_u(base + ih0[_u(jp * NR + jj)])]
                 for jj in range(jn, NR):
                     pb[dst + jj] = 0.0
                 s += 1
