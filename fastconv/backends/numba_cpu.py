@@ -72,6 +72,9 @@ def _in_fastconv_threads(fn):
 # a KC x NR panel of B (16 KiB) stays in L1, an MC x KC block of A (96 KiB) in L2.
 MR, NR = 6, 16
 KC, MC, NC = 256, 96, 512
+# The microkernel prefetches its packed A panel this many k steps ahead (16 x 6 floats =
+# 384 bytes, as csrc/gemm.c's FC_PF_A).
+A_PF_K = 16
 
 # ----------------------------------------------------------------------------- SIMD layer
 
@@ -111,17 +114,29 @@ def _vfma(builder, a, b, c):
     return builder.call(fma, [a, b, c])
 
 
+def _prefetch(builder, ptr):
+    """Hint the cache line holding ``ptr`` into L1 (llvm.prefetch: read, locality 3, data:
+    prefetcht0 on x86; never faults, dropped on targets without prefetch)."""
+    from numba.core import cgutils
+    i8p = ir.IntType(8).as_pointer()
+    fn = cgutils.get_or_insert_function(builder.module,
+                                        ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
+                                        "llvm.prefetch")
+    builder.call(fn, [builder.bitcast(ptr, i8p)] + [ir.Constant(_I32, v) for v in (0, 3, 1)])
+
+
 def _gep(builder, ptr, i):
     return builder.gep(ptr, [ir.Constant(_I64, i)]) if isinstance(i, int) else \
         builder.gep(ptr, [i])
 
 
-def _ukr_k_loop(builder, name, kc, a_at, pb_p, done):
+def _ukr_k_loop(builder, name, kc, a_at, pb_p, done, a_pf=None):
     """Emit the microkernel's k loop (k = 0 .. kc-1, kc >= 1) as one block ``name``, entered
     from the current block and leaving to ``done``: per k, two <8 x float> loads of the B
     panel row and, per row r, one broadcast of A(r, k) (``a_at(k, r)``: its float*) and two
     FMAs into that row's accumulators (phi values: LLVM keeps them in registers, 12 of the
-    16 ymm on AVX2). Returns (the loop block, the accumulators it leaves with)."""
+    16 ymm on AVX2). ``a_pf(k)``, if given: a float* in the A stream to prefetch at step k.
+    Returns (the loop block, the accumulators it leaves with)."""
     entry = builder.basic_block
     loop = builder.append_basic_block(name)
     builder.branch(loop)
@@ -133,6 +148,8 @@ def _ukr_k_loop(builder, name, kc, a_at, pb_p, done):
         phi = builder.phi(_V8, f"acc{i}")
         phi.add_incoming(ir.Constant(_V8, [0.0] * 8), entry)
         accs.append(phi)
+    if a_pf is not None:
+        _prefetch(builder, a_pf(k))
     bp = builder.gep(pb_p, [builder.mul(k, ir.Constant(_I64, NR))])
     b0 = _vload(builder, bp)
     b1 = _vload(builder, _gep(builder, bp, 8))
@@ -176,6 +193,12 @@ def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, l
         pb_p = _data_at(context, builder, at[6], pb_v, pboff_v)
         c_p = _data_at(context, builder, at[8], c_v, coff_v)
         zero = ir.Constant(_V8, [0.0] * 8)
+        # C tile: its 6 rows are ldc apart (a cache miss each for a large C); prefetched
+        # here, the misses overlap the k loop instead of stalling the stores after it
+        for r in range(MR):
+            row = builder.gep(c_p, [builder.mul(ldc_v, ir.Constant(_I64, r))])
+            _prefetch(builder, row)
+            _prefetch(builder, _gep(builder, row, NR - 1))
         rows_pre = builder.append_basic_block("ukr.rows.pre")
         panel_pre = builder.append_basic_block("ukr.panel.pre")
         done = builder.append_basic_block("ukr.done")
@@ -194,7 +217,9 @@ def _ukr_6x16(typingctx, kc, pa, pa_off, a_rs, a_ks, mr, pb, pb_off, c, c_off, l
         panel_loop, acc_pan = _ukr_k_loop(
             builder, "ukr.panel", kc_v,
             lambda k, r: _gep(builder, builder.gep(pa_p, [builder.mul(k, aks_v)]), r),
-            pb_p, done)
+            pb_p, done,
+            # the panel streams from L2: ask for it A_PF_K steps ahead
+            lambda k: _gep(builder, builder.gep(pa_p, [builder.mul(k, aks_v)]), A_PF_K * MR))
         builder.position_at_end(done)
         new = []
         for i in range(2 * MR):
@@ -255,6 +280,9 @@ def _simd_selftest(a, b, c, c_off, ldc, flags, simd, a_rs=1, a_ks=MR, mr=MR):
 
 # ----------------------------------------------------------------------------- packing
 
+# An index known to be >= 0, as unsigned: Numba then indexes without its wraparound test.
+_u = np.uint64
+
 
 @njit(fastmath=_FM, cache=True)
 def _pack_a_panel(a, a_off, lda, trans, M, K, alpha, pa, pa_off, ip):
@@ -269,16 +297,18 @@ def _pack_a_panel(a, a_off, lda, trans, M, K, alpha, pa, pa_off, ip):
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         base = pa_off + k0 * Mp + ip * MR * kc
+        # full panels index through _u: unsigned indices skip Numba's negative-index
+        # wraparound (a compare and select per access, more than the copy itself)
         if mr == MR and not trans:
             for kk in range(kc):
                 src = a_off + i0 * lda + k0 + kk
                 for r in range(MR):
-                    pa[base + kk * MR + r] = alpha * a[src + r * lda]
+                    pa[_u(base + kk * MR + r)] = alpha * a[_u(src + r * lda)]
         elif mr == MR:
             for kk in range(kc):
                 src = a_off + (k0 + kk) * lda + i0
                 for r in range(MR):
-                    pa[base + kk * MR + r] = alpha * a[src + r]
+                    pa[_u(base + kk * MR + r)] = alpha * a[_u(src + r)]
         else:  # ragged last panel
             for kk in range(kc):
                 for r in range(MR):
@@ -317,7 +347,8 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
     output pixel (p, q) -> b[b_off + (c*H + p*sh - pt + r*dh)*W + q*sw - pl + s*dw], zero
     outside the input. For B_CONV b is the zero-padded input (``_pad_input``), so the tap
     is b[b_off + (c*Hp + p*sh + r*dh)*Wp + q*sw + s*dw] with no bounds test; geo = (Hp, Wp,
-    R, S, Q, sh, sw, pt, pl, dh, dw). ih0 (NC): scratch for per-pixel offsets."""
+    R, S, Q, sh, sw, pt, pl, dh, dw). ih0 (NC): scratch for per-pixel offsets. Hot loops
+    index through _u (no wraparound tests)."""
     npan = (nb + NR - 1) // NR
     if mode == B_ROWMAJOR:
         for jp in range(npan):
@@ -326,7 +357,7 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 src = b_off + (k0 + kk) * ldb + j0 + jp * NR
                 dst = (jp * kc + kk) * NR
                 for jj in range(jn):
-                    pb[dst + jj] = b[src + jj]
+                    pb[_u(dst + jj)] = b[_u(src + jj)]
                 for jj in range(jn, NR):
                     pb[dst + jj] = 0.0
     elif mode == B_TRANS:
@@ -336,7 +367,7 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 if jj < jn:
                     src = b_off + (j0 + jp * NR + jj) * ldb + k0
                     for kk in range(kc):
-                        pb[(jp * kc + kk) * NR + jj] = b[src + kk]
+                        pb[_u((jp * kc + kk) * NR + jj)] = b[_u(src + kk)]
                 else:
                     for kk in range(kc):
                         pb[(jp * kc + kk) * NR + jj] = 0.0
@@ -356,7 +387,7 @@ def _pack_b(mode, b, b_off, ldb, geo, k0, kc, j0, nb, pb, ih0, iw0):
                 base = b_off + (c * Hp + r * dh) * Wp + s * dw
                 dst = (jp * kc + kk) * NR
                 for jj in range(NR):
-                    pb[dst + jj] = b[base + ih0[jp * NR + jj]]
+                    pb[_u(dst + jj)] = b[_u(base + ih0[_u(jp * NR + jj)])]
                 for jj in range(jn, NR):
                     pb[dst + jj] = 0.0
                 s += 1
