@@ -106,6 +106,8 @@ def _load_model(spec, batch):
 def cmd_run(args):
     if args.threads:
         fastconv.set_num_threads(args.threads)
+    if args.dask:
+        return _run_on_dask(args)
     model, shape = _load_model(args.model, args.batch)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with fastconv.use_backend(args.backend):
@@ -121,6 +123,37 @@ def cmd_run(args):
         print(f"image {i}: top-5 classes " + ", ".join(f"{c} ({row[c]:.3f})" for c in top))
     if args.profile:
         _print_profile(model, plan, x)
+    return 0
+
+
+def _run_on_dask(args):
+    """``run --dask ADDRESS``: fastconv.distributed.predict over .npy shards (--images) or
+    --count random images, with Dask's progress bar; prints top-1 counts and throughput."""
+    from distributed import Client, progress
+
+    import dask.array as da
+
+    from . import distributed as fcd
+
+    model, shape = _load_model(args.model, args.batch)
+    if args.images:
+        images = args.images
+    else:
+        rng = da.random.default_rng(0)
+        images = rng.standard_normal((args.count,) + shape[1:], dtype=np.float32,
+                                     chunks=(args.batch,) + shape[1:])
+    with Client(args.dask) as client:
+        start = time.perf_counter()
+        out = client.persist(fcd.predict(model, images, batch_size=args.batch,
+                                         backend=args.backend, client=client))
+        progress(out)
+        logits = out.compute()
+        seconds = time.perf_counter() - start
+    top1 = np.bincount(logits.reshape(len(logits), -1).argmax(axis=1))
+    print(f"\n{args.model}: {len(logits)} images on {args.dask} in {seconds:.2f} s "
+          f"({len(logits) / seconds:.1f} img/s, batch {args.batch}, backend {args.backend})")
+    common = top1.argsort()[::-1][:5]
+    print("most frequent top-1 classes: " + ", ".join(f"{c} ({top1[c]})" for c in common))
     return 0
 
 
@@ -246,6 +279,12 @@ def main(argv=None):
     p_run.add_argument("--profile", action="store_true", help="per-layer time table")
     p_run.add_argument("--seconds", type=float, default=1.0, help="timing budget")
     p_run.add_argument("--show", type=int, default=1, help="images whose top-5 to print")
+    p_run.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                       help="run on a Dask cluster (fastconv.distributed.predict)")
+    p_run.add_argument("--images", nargs="+", metavar="SHARD.npy",
+                       help="with --dask: .npy shards (n, C, H, W) to classify")
+    p_run.add_argument("--count", type=int, default=256,
+                       help="with --dask and no --images: random images to classify")
     p_run.set_defaults(func=cmd_run)
     p_bench = sub.add_parser(
         "bench", help="time ops / models per backend against naive, numpy and the peers",
