@@ -2,7 +2,8 @@
 
 ``demo`` runs LeNet-5 (``fastconv.models.lenet5``: conv 6@5x5, pool, conv 16@5x5,
 pool, FC 120-84-10) on every usable backend, checks that they agree, and prints the
-time per backend and the speedup over the naive Python loops.
+time per backend and the speedup over the naive Python loops; then AlexNet on the
+fast backends (speedup over numpy), each with the lecture's summary table.
 ``run MODEL`` runs a model by name (``alexnet``, ``vgg16`` ...) or an ``.onnx`` file on
 random input and prints the top classes; ``--profile`` adds a per-layer time table.
 ``bench`` times chosen ops / backends / models against naive, numpy and the peers
@@ -52,33 +53,53 @@ def lenet5_forward(model, x, backend):
         return fastconv.softmax(model(x), axis=1)
 
 
-def cmd_demo(args):
-    if args.threads:
-        fastconv.set_num_threads(args.threads)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((args.batch, 1, 32, 32)).astype(np.float32)
-    model = models.lenet5()
-    print(f"LeNet-5 forward, batch {args.batch}, input {x.shape}, {fastconv.get_num_threads()} threads")
+def _timed_backends(model, x, backends, reference_backend=None):
+    """[(backend, seconds, max |diff| vs the first backend's probabilities)] for ``model``."""
     reference, rows = None, []
-    for backend in fastconv.backends():
-        if backend in _registry.DEVICE_BACKENDS and "simulator" in fastconv.info().get("cuda", ""):
-            continue  # the CUDA simulator is for tests, not for timing
+    for backend in backends:
         out = lenet5_forward(model, x, backend)
         if reference is None:
             reference = out
         err = float(np.max(np.abs(out - reference)))
         seconds = _time(lambda b=backend: lenet5_forward(model, x, b))
         rows.append((backend, seconds, err))
-    naive = dict((b, s) for b, s, _ in rows).get("naive")
-    print(f"{'backend':<8} {'ms/batch':>10} {'img/s':>10} {'x naive':>9} {'max |diff|':>11}")
+    return rows, reference
+
+
+def _print_rows(rows, batch, baseline):
+    base = dict((b, s) for b, s, _ in rows).get(baseline)
+    print(f"{'backend':<8} {'ms/batch':>10} {'img/s':>10} {'x ' + baseline:>9} {'max |diff|':>11}")
     for backend, seconds, err in rows:
-        speedup = f"{naive / seconds:8.1f}x" if naive else "      -"
-        print(f"{backend:<8} {seconds * 1e3:10.3f} {args.batch / seconds:10.1f} {speedup} {err:11.2e}")
+        speedup = f"{base / seconds:8.1f}x" if base else "      -"
+        print(f"{backend:<8} {seconds * 1e3:10.3f} {batch / seconds:10.1f} {speedup} {err:11.2e}")
+
+
+def cmd_demo(args):
+    """LeNet-5 on every backend (naive included) and AlexNet on the fast ones."""
+    if args.threads:
+        fastconv.set_num_threads(args.threads)
+    usable = [b for b in fastconv.backends() if b not in _registry.DEVICE_BACKENDS
+              or "simulator" not in fastconv.info().get("cuda", "")]  # the simulator: tests only
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((args.batch, 1, 32, 32)).astype(np.float32)
+    model = models.lenet5()
+    print(nn.format_summary(model, x.shape), "\n")
+    print(f"LeNet-5 forward, batch {args.batch}, {fastconv.get_num_threads()} threads")
+    rows, reference = _timed_backends(model, x, usable)
+    _print_rows(rows, args.batch, "naive")
     top = reference[0].argsort()[::-1][:3]
     print("image 0, top-3 classes (random weights):", ", ".join(f"{c}: {reference[0, c]:.3f}" for c in top))
     bad = [b for b, _, e in rows if e > 1e-4]
+    if not args.skip_alexnet:
+        alexnet = models.alexnet()
+        xa = rng.standard_normal((1, 3, 227, 227)).astype(np.float32)
+        print("\n" + nn.format_summary(alexnet, xa.shape), "\n")
+        print(f"AlexNet forward, batch 1 (naive loops would take hours: x numpy instead)")
+        rows_a, _ = _timed_backends(alexnet, xa, [b for b in usable if b != "naive"])
+        _print_rows(rows_a, 1, "numpy")
+        bad += [b for b, _, e in rows_a if e > 1e-4]
     if bad:
-        print(f"backends disagree with {rows[0][0]}: {bad}", file=sys.stderr)
+        print(f"backends disagree: {bad}", file=sys.stderr)
         return 1
     return 0
 
@@ -270,6 +291,7 @@ def main(argv=None):
     p_demo = sub.add_parser("demo", help="LeNet-5-sized forward pass on every backend")
     p_demo.add_argument("--batch", type=int, default=4)
     p_demo.add_argument("--threads", type=int, default=None)
+    p_demo.add_argument("--skip-alexnet", action="store_true", help="LeNet-5 only")
     p_demo.set_defaults(func=cmd_demo)
     p_run = sub.add_parser("run", help="a model by name or an .onnx file on random input")
     p_run.add_argument("model", help=f"an .onnx path or one of: {', '.join(models.__all__)}")

@@ -321,3 +321,17 @@ def test_thread_count_reaches_other_python_threads():
     finally:
         fastconv.set_num_threads(before)
     assert seen == [1]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 9], ids=lambda r: f"rows{r}")
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+def test_linear_gemv_and_gemm_paths(rows, with_bias):
+    """Up to GEMV_MAX_ROWS rows linear is the streaming GEMV, past it the packed GEMM;
+    out features not a multiple of the GEMV block."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 37), dtype=np.float32)
+    w = rng.standard_normal((45, 37), dtype=np.float32)
+    b = rng.standard_normal(45, dtype=np.float32) if with_bias else None
+    assert (rows <= nb.GEMV_MAX_ROWS) == (rows < 9)
+    assert_close(nb.linear(x, w, b), naive.linear(x, w, b), reduction=37,
+                 case=f"numba linear rows={rows} bias={with_bias}")
