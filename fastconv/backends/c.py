@@ -20,8 +20,16 @@ def _p(a):
     return ffi.from_buffer("float[]", a)
 
 
-def _out(shape):
-    return np.empty(shape, np.float32)
+# The network planner passes ``out=``, a buffer of the output's shape that it reuses call
+# after call (no fresh pages to fault in per layer); the public ops never do.
+TAKES_OUT = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "relu")
+
+
+def _out(shape, out=None):
+    if out is None:
+        return np.empty(shape, np.float32)
+    assert out.shape == tuple(shape) and out.dtype == np.float32 and out.flags.c_contiguous
+    return out
 
 
 def _ok(rc):
@@ -44,7 +52,7 @@ def conv2d_choose(p):
     return _ALGO_NAMES[lib.fc_conv2d_choose(*_shape(p))]
 
 
-def conv2d(x, weight, bias, p, activation, algorithm="auto"):
+def conv2d(x, weight, bias, p, activation, algorithm="auto", out=None):
     """algorithm: a CONV_ALGORITHMS name (tests and benchmarks force one; the public
     fastconv.conv2d always runs "auto"). ValueError if it cannot do this shape."""
     try:
@@ -54,21 +62,21 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto"):
                          f"known: {', '.join(CONV_ALGORITHMS)}") from None
     if not lib.fc_conv2d_supports(algo, *_shape(p)):
         raise ValueError(f"conv2d algorithm {algorithm!r} cannot run this shape: {p}")
-    y = _out(p.out_shape)
+    y = _out(p.out_shape, out)
     _ok(lib.fc_conv2d(_p(x), _p(weight), _p(bias), _p(y), *_shape(p),
                       activation == "relu", algo))
     return y
 
 
-def max_pool2d(x, p):
-    y = _out(p.out_shape)
+def max_pool2d(x, p, out=None):
+    y = _out(p.out_shape, out)
     _ok(lib.fc_max_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,
                           p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.dil_h, p.dil_w))
     return y
 
 
-def avg_pool2d(x, p):
-    y = _out(p.out_shape)
+def avg_pool2d(x, p, out=None):
+    y = _out(p.out_shape, out)
     _ok(lib.fc_avg_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,
                           p.stride_h, p.stride_w, p.pad_top, p.pad_left, p.pad_bottom,
                           p.pad_right, p.count_include_pad))
@@ -135,11 +143,11 @@ def gemm(a, b, c, alpha, beta, trans_a, trans_b):
 GEMV_MAX_ROWS = 8
 
 
-def linear(x, weight, bias):
+def linear(x, weight, bias, out=None):
     """x (rows, in) @ weight (out, in).T + bias: the bias is broadcast into C, beta = 1.
     Up to GEMV_MAX_ROWS rows: fc_sgemv_multi (weight streamed once per 4 rows, bias fused)."""
     rows = x.shape[0]
-    y = _out((rows, weight.shape[0]))
+    y = _out((rows, weight.shape[0]), out)
     if rows <= GEMV_MAX_ROWS:
         lib.fc_sgemv_multi(rows, weight.shape[0], weight.shape[1], 1.0, _p(weight),
                            weight.shape[1], _p(x), x.shape[1], 0.0, _p(y), y.shape[1],
@@ -151,8 +159,8 @@ def linear(x, weight, bias):
     return _sgemm(x, weight, y, 1.0, 1.0, False, True)
 
 
-def relu(x):
-    y = _out(x.shape)
+def relu(x, out=None):
+    y = _out(x.shape, out)
     lib.fc_relu(_p(x), _p(y), x.size)
     return y
 

@@ -12,7 +12,9 @@ cached:
     parameter object and its weights already in the backend's form (contiguous
     float32; on the GPU, device arrays uploaded once), so a step costs one kernel
     call plus microseconds of Python;
-  * an activation is dropped as soon as its last consumer has run.
+  * steps on the ``c`` backend write into buffers allocated once per plan (and per
+    calling thread) and reused by liveness, so a forward pass allocates almost nothing;
+    an activation is dropped as soon as its last consumer has run.
 
 The input is copied to the backend's form once (to the GPU for ``cuda``) and only
 the outputs come back (to the host when the input was a host array). Changing a
@@ -21,6 +23,7 @@ assigning to a layer's attributes directly, call ``model.reset_plans()``.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -113,6 +116,13 @@ class Graph:
 
     def reset_plans(self):
         self._plans.clear()
+
+    def __getstate__(self):
+        """Pickled (sent to a Dask worker, saved) without the plans: they are a per-process
+        cache of bound kernels and buffers, rebuilt on first use."""
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        return state
 
     def infer_shapes(self, *input_shapes):
         """{node or input name: output shape}; ValueError naming the node on a bad shape."""
@@ -212,9 +222,48 @@ class Plan:
         self.outputs = graph.outputs
         for i, node in enumerate(nodes):
             shapes = [self.shapes[n] for n in node.inputs]
-            fn = self._step(node.layer, shapes)
+            fn, takes_out = self._step(node.layer, shapes)
             free = [n for n in set(node.inputs) if last_use.get(n) == i]
-            self.steps.append((node.name, fn, node.inputs, free))
+            self.steps.append([node.name, fn, node.inputs, free, takes_out])
+        self._plan_buffers()
+        self._local = threading.local()  # each calling thread gets its own buffers
+
+    def _plan_buffers(self):
+        """Give each step that can write into ``out=`` a reused buffer, by liveness.
+
+        A value that came from any other step may be a view of its inputs (Flatten is a
+        reshape), so it keeps their buffers alive too. A buffer goes back to the pool
+        (per shape) when no live value refers to it; graph outputs never get one, and an
+        output that may view a buffer is copied before it is returned."""
+        owners, refs, pool, self.buffer_shapes = {}, {}, {}, []
+        outputs = set(self.outputs)
+        for step in self.steps:
+            name, _, inputs, free, takes_out = step
+            if takes_out and name not in outputs:
+                shape = self.shapes[name]
+                free_ids = pool.get(shape, [])
+                buf = free_ids.pop() if free_ids else len(self.buffer_shapes)
+                if buf == len(self.buffer_shapes):
+                    self.buffer_shapes.append(shape)
+                owners[name] = {buf}
+                step[4] = buf
+            else:
+                owners[name] = set().union(*(owners.get(i, set()) for i in inputs))
+                step[4] = None
+            for buf in owners[name]:
+                refs[buf] = refs.get(buf, 0) + 1
+            for dead in free:
+                for buf in owners.pop(dead, ()):
+                    refs[buf] -= 1
+                    if refs[buf] == 0:
+                        pool.setdefault(self.buffer_shapes[buf], []).append(buf)
+        self.copy_outputs = {n for n in self.outputs if owners.get(n)}
+
+    def _buffers(self):
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = [np.empty(s, np.float32) for s in self.buffer_shapes]
+        return buffers
 
     def _kernel(self, op):
         return _registry.resolve(op, self.backend, self.on_device)
@@ -228,35 +277,40 @@ class Plan:
         return module.constant(arr) if hasattr(module, "constant") else arr
 
     def _step(self, layer, shapes):
-        """A callable(*inputs) for one layer: a bound kernel where it pays, else the layer."""
+        """(callable(*inputs, out=None), takes_out) for one layer: a bound kernel where it
+        pays (``takes_out``: it can write into a given buffer), else the layer itself."""
         with _registry.use_backend(self.backend):
             if isinstance(layer, L.Conv2d):
                 name, kernel = self._kernel("conv2d")
                 p, act = layer.params_for(shapes[0]), layer.activation
                 w, b = self._constant(name, layer.weight), self._constant(name, layer.bias)
-                return lambda x: kernel(x, w, b, p, act)
+                return self._bound(name, "conv2d", lambda x, **o: kernel(x, w, b, p, act, **o))
             if isinstance(layer, L.Linear) and len(shapes[0]) == 2:
                 name, kernel = self._kernel("linear")
                 w, b = self._constant(name, layer.weight), self._constant(name, layer.bias)
-                return lambda x: kernel(x, w, b)
+                return self._bound(name, "linear", lambda x, **o: kernel(x, w, b, **o))
             if isinstance(layer, (L.MaxPool2d, L.AvgPool2d)):
                 op = "max_pool2d" if isinstance(layer, L.MaxPool2d) else "avg_pool2d"
-                _, kernel = self._kernel(op)
+                name, kernel = self._kernel(op)
                 p = _checks.check_pool2d(
                     L._Shape(shapes[0]), layer.kernel_size, layer.stride, layer.padding,
                     getattr(layer, "dilation", 1), layer.ceil_mode,
                     getattr(layer, "count_include_pad", True))
-                return lambda x: kernel(x, p)
+                return self._bound(name, op, lambda x, **o: kernel(x, p, **o))
             if isinstance(layer, L.ReLU):
-                _, kernel = self._kernel("relu")
-                return kernel
+                name, kernel = self._kernel("relu")
+                return self._bound(name, "relu", kernel)
         backend = self.backend
 
         def through_public_ops(*xs):
             with _registry.use_backend(backend):
                 return layer.forward(*xs)
 
-        return through_public_ops
+        return through_public_ops, False
+
+    @staticmethod
+    def _bound(backend, op, fn):
+        return fn, op in getattr(_registry.backend_module(backend), "TAKES_OUT", ())
 
     def run(self, *xs, profile=None):
         """Outputs for inputs ``xs``. ``profile``: a dict that collects {step name: seconds}
@@ -268,18 +322,21 @@ class Plan:
                 if self.gpu is not None:
                     x = self.gpu.constant(x)  # the one copy to the GPU
             values[name] = x
-        for name, fn, inputs, free in self.steps:
-            if profile is None:
+        buffers = self._buffers()
+        for name, fn, inputs, free, buf in self.steps:
+            start = time.perf_counter()
+            if buf is None:
                 values[name] = fn(*(values[i] for i in inputs))
             else:
-                start = time.perf_counter()
-                values[name] = fn(*(values[i] for i in inputs))
+                values[name] = fn(*(values[i] for i in inputs), out=buffers[buf])
+            if profile is not None:
                 if self.gpu is not None:
                     self.gpu.synchronize()
                 profile[name] = profile.get(name, 0.0) + time.perf_counter() - start
             for f in free:
                 values.pop(f, None)
-        outs = [values[n] for n in self.outputs]
+        # outputs must not be views of buffers that the next call overwrites
+        outs = [values[n].copy() if n in self.copy_outputs else values[n] for n in self.outputs]
         if self.gpu is not None and not self.on_device:  # host in -> host out: only the end
             outs = [o.copy_to_host() for o in outs]
         return outs
