@@ -287,3 +287,128 @@ def test_gemm_property(backend, M, N, K, trans_a, trans_b, c_kind, alpha, beta, 
     _compare(backend, y, lambda: fc.gemm(a, b, c, backend="naive", **kw),
              lambda: ort_gemm(a, b, c, **kw), reduction=K,
              case=f"gemm M={M} N={N} K={K} c={c_shape} {kw}")
+
+
+# --------------------------------------------------------------------------- invalid arguments
+
+
+def _arr(shape, dtype=np.float32):
+    return np.ones(shape, dtype)
+
+
+@st.composite
+def invalid_calls(draw, ops):
+    """(op, args, kwargs, argument name the message must contain) for an invalid call."""
+    op = draw(st.sampled_from(sorted(ops)))
+    n = st.integers(1, 3)
+    bad_int = st.sampled_from([0, -1, -7])
+    bad_dtype = draw(st.sampled_from([np.complex64, object, "U3", "M8[s]"]))
+    x4 = _arr((draw(n), 2, draw(st.integers(4, 6)), draw(st.integers(4, 6))))
+    if op == "conv2d":
+        w = _arr((4, 2, 3, 3))
+        case = draw(st.sampled_from([
+            "x rank", "w rank", "zero C", "zero H", "zero K", "groups", "groups zero", "stride",
+            "dilation", "padding neg", "padding type", "padding str", "kernel too big", "bias",
+            "dtype", "w dtype", "groups bool", "stride float", "activation", "channels"]))
+        rank = draw(st.sampled_from([0, 1, 2, 3, 5]))
+        return {
+            "x rank": (op, (_arr((2,) * rank), w), {}, "x"),
+            "w rank": (op, (x4, _arr((2,) * rank)), {}, "weight"),
+            "zero C": (op, (_arr((1, 0, 5, 5)), _arr((4, 0, 3, 3))), {}, "x"),
+            "zero H": (op, (_arr((1, 2, 0, 5)), w), {}, "x"),
+            "zero K": (op, (x4, _arr((0, 2, 3, 3))), {}, "weight"),
+            "groups": (op, (_arr((1, 6, 5, 5)), _arr((4, 3, 3, 3))), dict(groups=4), "groups"),
+            "groups zero": (op, (x4, w), dict(groups=draw(bad_int)), "groups"),
+            "stride": (op, (x4, w), dict(stride=(1, draw(bad_int))), "stride"),
+            "dilation": (op, (x4, w), dict(dilation=draw(bad_int)), "dilation"),
+            "padding neg": (op, (x4, w), dict(padding=(0, 0, draw(st.integers(-3, -1)), 0)),
+                            "padding"),
+            "padding type": (op, (x4, w), dict(padding=(1, 2, 3)), "padding"),
+            "padding str": (op, (x4, w), dict(padding="full"), "padding"),
+            "kernel too big": (op, (x4, _arr((4, 2, 9, 9))), {}, "kernel"),
+            "bias": (op, (x4, w, _arr((draw(st.sampled_from([3, 5])),))), {}, "bias"),
+            "dtype": (op, (x4.astype(bad_dtype), w), {}, "x"),
+            "w dtype": (op, (x4, w.astype(bad_dtype)), {}, "weight"),
+            "groups bool": (op, (x4, w), dict(groups=True), "groups"),
+            "stride float": (op, (x4, w), dict(stride=1.5), "stride"),
+            "activation": (op, (x4, w), dict(activation="gelu"), "activation"),
+            "channels": (op, (x4, _arr((4, 3, 3, 3))), {}, "C"),
+        }[case]
+    if op in ("max_pool2d", "avg_pool2d"):
+        case = draw(st.sampled_from(["rank", "kernel", "stride", "pad > half", "window",
+                                     "dtype", "zero W", "padding type"]))
+        k = draw(st.integers(1, 3))
+        return {
+            "rank": (op, (_arr((2,) * draw(st.sampled_from([0, 1, 2, 3, 5]))), 2), {}, "x"),
+            "kernel": (op, (x4, draw(bad_int)), {}, "kernel_size"),
+            "stride": (op, (x4, 2), dict(stride=draw(bad_int)), "stride"),
+            "pad > half": (op, (x4, k), dict(padding=k // 2 + draw(st.integers(1, 3))),
+                           "padding"),
+            "window": (op, (x4, 9), {}, "window"),
+            "dtype": (op, (x4.astype(bad_dtype), 2), {}, "x"),
+            "zero W": (op, (_arr((1, 2, 4, 0)), 2), {}, "x"),
+            "padding type": (op, (x4, 2), dict(padding=(1, 1, 1)), "padding"),
+        }[case]
+    if op == "global_avg_pool2d":
+        case = draw(st.sampled_from(["rank", "zero", "dtype"]))
+        return {"rank": (op, (_arr((2,) * draw(st.sampled_from([0, 1, 2, 3, 5]))),), {}, "x"),
+                "zero": (op, (_arr((1, 2, 0, 3)),), {}, "x"),
+                "dtype": (op, (x4.astype(bad_dtype),), {}, "x")}[case]
+    if op in ("gemm", "linear"):
+        M, K, N = draw(n), draw(st.integers(2, 4)), draw(n)
+        a, b = _arr((M, K)), _arr((K, N))
+        if op == "gemm":
+            case = draw(st.sampled_from(["inner", "rank", "c shape", "c rank", "dtype"]))
+            return {"inner": (op, (a, _arr((K + 1, N))), {}, "inner"),
+                    "rank": (op, (_arr((M, K, 1)), b), {}, "a"),
+                    "c shape": (op, (a, b, _arr((M + 1, N + 1))), {}, "c"),
+                    "c rank": (op, (a, b, _arr((1, M, N))), {}, "c"),
+                    "dtype": (op, (a, b.astype(bad_dtype)), {}, "b")}[case]
+        case = draw(st.sampled_from(["in", "w rank", "bias", "x 0-D"]))
+        w = _arr((N, K))
+        return {"in": (op, (a, _arr((N, K + 1))), {}, "in_features"),
+                "w rank": (op, (a, _arr((N, K, 1))), {}, "weight"),
+                "bias": (op, (a, w, _arr((N + 1,))), {}, "bias"),
+                "x 0-D": (op, (_arr(()), w), {}, "x")}[case]
+    if op == "softmax":
+        case = draw(st.sampled_from(["axis", "axis type", "0-D", "dtype"]))
+        return {"axis": (op, (x4,), dict(axis=draw(st.sampled_from([4, -5, 99]))), "axis"),
+                "axis type": (op, (x4,), dict(axis=draw(st.sampled_from([1.0, None, "1"]))),
+                              "axis"),
+                "0-D": (op, (_arr(()),), {}, "x"),
+                "dtype": (op, (x4.astype(bad_dtype),), {}, "x")}[case]
+    if op == "local_response_norm":
+        case = draw(st.sampled_from(["rank", "size", "alpha", "beta", "k"]))
+        bad_real = draw(st.sampled_from([np.nan, np.inf, "1", None]))
+        return {"rank": (op, (_arr((2, 3)), 3), {}, "x"),
+                "size": (op, (x4, draw(bad_int)), {}, "size"),
+                "alpha": (op, (x4, 3), dict(alpha=bad_real), "alpha"),
+                "beta": (op, (x4, 3), dict(beta=bad_real), "beta"),
+                "k": (op, (x4, 3), dict(k=bad_real), "k")}[case]
+    if op == "batch_norm":
+        C = x4.shape[1]
+        case = draw(st.sampled_from(["mean", "var", "weight", "eps", "rank"]))
+        good = _arr((C,))
+        return {"mean": (op, (x4, _arr((C + 1,)), good), {}, "mean"),
+                "var": (op, (x4, good, _arr((C, 1))), {}, "var"),
+                "weight": (op, (x4, good, good, _arr((C + 2,))), {}, "weight"),
+                "eps": (op, (x4, good, good), dict(eps=draw(st.sampled_from([-1e-3, np.nan]))),
+                        "eps"),
+                "rank": (op, (_arr((3,)), good, good), {}, "x")}[case]
+    # relu (and any op added later): a non-numeric dtype
+    return (op, (x4.astype(bad_dtype),), {}, "x")
+
+
+@given(data=st.data())
+def test_invalid_arguments_raise(backend, data):
+    """Random invalid calls of every op the backend implements: ValueError / TypeError whose
+    message names the offending argument, raised before any kernel runs (never a crash)."""
+    from fastconv import _registry
+
+    ops = {op for (op, b) in _registry.KERNELS if b == backend}
+    op, args, kwargs, name = data.draw(invalid_calls(ops), label="call")
+    note(f"{op}(shapes={[getattr(a, 'shape', a) for a in args]}, {kwargs}) -> mentions {name!r}")
+    with pytest.raises((ValueError, TypeError)) as info:
+        getattr(fc, op)(*args, backend=backend, **kwargs)
+    assert name in str(info.value), f"{op}: {info.value!r} does not name {name!r}"
+    assert "backend" not in str(info.value).lower() or name == "backend", info.value
