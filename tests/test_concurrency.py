@@ -3,15 +3,17 @@
 (Re-entrancy and identical results from 8 concurrent threads, and spawn / forkserver
 workers after OpenMP: tests/test_semantics.py.)
 
-* ``test_gil_released_during_c_conv``: with one OpenMP thread, a big C conv runs in a
-  worker thread while the main thread keeps counting in pure Python. If the kernel held the
-  GIL, the main thread could not run at all during the kernel (one long gap the length of
-  the call); released, it keeps ticking. This measures overlap directly, so it holds on a
-  loaded machine too (the main thread only needs *some* CPU time during the call).
+* ``test_gil_released_during_c_conv``: with one OpenMP thread, a big C conv (~0.1-0.5 s per
+  call) runs in a worker thread while the main thread keeps counting in pure Python. If the
+  kernel held the GIL, the main thread could not run at all during the call (a gap as long
+  as the call); released, it keeps ticking. This measures overlap directly, so it holds on
+  a loaded machine too (the main thread only needs *some* CPU time during the call).
+  ``test_gil_check_detects_a_held_gil`` shows the same check flags a GIL-holding C call.
 * ``test_two_threads_run_c_conv_in_parallel``: two threads doing one conv each take < 1.7x
-  the wall time of one (best of 3 tries; ~1.0x when two cores are free, >= 2x if the GIL
-  serialised them). Skipped when fewer than 2 CPUs are idle (load average), because then
-  wall time cannot show parallelism; the overlap test above still runs.
+  the wall time of one (~0.3 s of convs each, best of 3 tries; ~1.0x when two cores are
+  free, >= 2x if the GIL serialised them). Skipped when other processes keep more than
+  0.2 CPUs busy (1-minute load average minus this test's own thread), because then wall
+  time cannot show parallelism; the overlap test above still runs.
 """
 from __future__ import annotations
 
@@ -27,10 +29,10 @@ import fastconv as fc
 pytestmark = pytest.mark.skipif("c" not in fc.backends(), reason="C backend not built")
 
 
-def _big_conv():
+def _big_conv(c=64, hw=56):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
-    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
     return x, w
 
 
@@ -41,16 +43,14 @@ def _timed_conv(x, w, reps):
     return time.perf_counter() - t0
 
 
-def test_gil_released_during_c_conv():
-    fc.set_num_threads(1)
-    x, w = _big_conv()
-    one = _timed_conv(x, w, 1)
-    reps = max(1, int(0.6 / max(one, 1e-3)))  # ~0.6 s of kernels
+def _main_thread_during(call):
+    """Run ``call`` in a worker thread while this thread counts in pure Python. Returns
+    (ticks of this thread inside the call, longest stretch without a tick, call duration)."""
     span = {}
 
     def worker():
         span["start"] = time.perf_counter()
-        _timed_conv(x, w, reps)
+        call()
         span["end"] = time.perf_counter()
 
     t = threading.Thread(target=worker)
@@ -61,21 +61,46 @@ def test_gil_released_during_c_conv():
         for _ in range(200):  # a little pure-Python work per tick
             pass
     t.join()
-    inside = np.array([v for v in ticks if span["start"] < v < span["end"]])
-    duration = span["end"] - span["start"]
-    assert len(inside) > 20, (f"the main thread ran {len(inside)} times during {duration:.2f} s "
-                              "of C kernels: the GIL is held")
-    gaps = np.diff(np.concatenate([[span["start"]], inside, [span["end"]]]))
-    # held GIL: one gap ~= the whole call (or `reps` gaps ~= one call each); released: short
-    # gaps, up to scheduler slices on a loaded machine
-    assert gaps.max() < 0.5 * max(duration / reps, 0.02) + 0.05 or gaps.max() < 0.5 * duration, (
-        f"longest stretch without the main thread: {gaps.max():.3f} s of {duration:.3f} s "
-        f"({reps} convs of {one:.3f} s)")
+    inside = [v for v in ticks if span["start"] < v < span["end"]]
+    gaps = np.diff([span["start"], *inside, span["end"]])
+    return len(inside), float(gaps.max()), span["end"] - span["start"]
+
+
+def _gil_released(ticks, longest, duration, one_call):
+    """Held GIL: no tick during a call, so one gap ~ one whole call. Released: short gaps
+    (scheduler slices on a loaded machine)."""
+    return ticks > 20 and longest < 0.5 * max(one_call, 0.1)
+
+
+def test_gil_released_during_c_conv():
+    fc.set_num_threads(1)
+    x, w = _big_conv(256, 112)  # one call: 15 GFLOP, ~0.1-0.5 s on one thread
+    one = _timed_conv(x, w, 1)
+    ticks, longest, duration = _main_thread_during(lambda: _timed_conv(x, w, 2))
+    assert _gil_released(ticks, longest, duration, one), (
+        f"the main thread ticked {ticks} times during {duration:.2f} s of C convs (2 of "
+        f"{one:.3f} s), longest stretch without it {longest:.3f} s: the GIL is held")
+
+
+def test_gil_check_detects_a_held_gil():
+    """Negative control: a C call that keeps the GIL (usleep through ctypes.PyDLL, which does
+    not release it) is flagged by the same check, so the test above can fail."""
+    import ctypes
+
+    try:
+        usleep = ctypes.PyDLL(None).usleep
+    except (OSError, AttributeError):
+        pytest.skip("no usleep in the process's C library")
+    usleep.argtypes = [ctypes.c_uint]
+    ticks, longest, duration = _main_thread_during(lambda: [usleep(150_000) for _ in range(4)])
+    assert not _gil_released(ticks, longest, duration, 0.15), (ticks, longest, duration)
 
 
 def _idle_cpus():
+    """CPUs not used by other processes: the 1-minute load average minus this test's own
+    running thread (~1)."""
     try:
-        return (os.cpu_count() or 1) - os.getloadavg()[0]
+        return (os.cpu_count() or 1) - max(0.0, os.getloadavg()[0] - 1.0)
     except OSError:
         return 0.0
 
@@ -85,20 +110,20 @@ def test_two_threads_run_c_conv_in_parallel():
         pytest.skip("one CPU: no parallel speed-up to measure")
     fc.set_num_threads(1)
     x, w = _big_conv()
-    _timed_conv(x, w, 1)
+    reps = max(2, int(0.3 / max(_timed_conv(x, w, 1), 1e-3)))  # ~0.3 s per thread
     ratios = []
     for _ in range(3):
-        if _idle_cpus() < 1.5:
+        if _idle_cpus() < 1.8:
             pytest.skip(f"machine busy (load average {os.getloadavg()[0]:.1f} on "
                         f"{os.cpu_count()} CPUs): wall time cannot show the overlap; "
                         "test_gil_released_during_c_conv checks the GIL release")
-        single = _timed_conv(x, w, 2)
+        single = _timed_conv(x, w, reps)
         barrier = threading.Barrier(2)
         res = []
 
         def run():
             barrier.wait()
-            res.append(_timed_conv(x, w, 2))
+            res.append(_timed_conv(x, w, reps))
 
         t0 = time.perf_counter()
         threads = [threading.Thread(target=run) for _ in range(2)]
