@@ -64,10 +64,16 @@ def lenet_like():
 _FUZZ = textwrap.dedent(r'''
     import json, os, random, resource, sys, tempfile
     import numpy as np
-    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
     sys.path.insert(0, os.environ["FC_TESTS_DIR"])
+    import fastconv
     import fastconv.onnx as fonnx
     from test_onnx_fuzz import lenet_like
+    try:  # run on C (crashes would show); numpy where it is not built (numba's LLVM would
+        import fastconv.backends.c  # reserve more address space than the limit below)
+        fastconv.set_default_backend("c")
+    except ImportError:
+        fastconv.set_default_backend("numpy")
+    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
     data = lenet_like().SerializeToString()
     x = np.random.default_rng(1).standard_normal((1, 1, 12, 12)).astype(np.float32)
     rng = random.Random(int(sys.argv[2]))
