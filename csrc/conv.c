@@ -175,11 +175,11 @@ static int conv_gemm(const float *x, const float *w, const float *bias, float *y
     const int outer = items >= nt;   /* else: the GEMM is the parallel part */
     const int nbuf = outer ? nt : 1; /* col buffers */
 
-    const int64_t apg = fc_packed_a_size(kr, Kg, CRS), colsz = one_by_one ? 0 : CRS * T;
-    float *wp = fc_alloc_floats(apg * groups);
-    float *col = fc_alloc_floats(colsz * nbuf);
+    const int64_t apg = fc_packed_a_size(kr, Kg, CRS), colsz = one_by_one ? 0 : fc_mul_ws(CRS, T);
+    float *wp = fc_alloc_floats(fc_mul_ws(apg, groups)); /* -1 on overflow: refused */
+    float *col = fc_alloc_floats(fc_mul_ws(colsz, nbuf));
     const int64_t wbsz = fc_ws_b_size(kr, T, CRS);
-    float *wb = fc_alloc_floats(wbsz * nt);
+    float *wb = fc_alloc_floats(fc_mul_ws(wbsz, nt));
     int rc = -1;
     if (!wp || !col || !wb) goto done;
     for (int64_t g = 0; g < groups; ++g)

@@ -140,9 +140,9 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
     const int need_pad = pt > 0 || pl > 0 || Hn > H || Wn > W;
     const int64_t Hp = need_pad ? Hn : H, Wp = need_pad ? Wn : W;
 
-    float *wp = fc_alloc_floats(groups * nkp * CRS * IK);
+    float *wp = fc_alloc_floats(fc_mul_ws(fc_mul_ws(groups, nkp), fc_mul_ws(CRS, IK)));
     int64_t *off = (int64_t *)fc_alloc_floats(2 * CRS);
-    float *pad = need_pad ? fc_alloc_floats(Cg * Hp * Wp) : NULL;
+    float *pad = need_pad ? fc_alloc_floats(fc_mul_ws(fc_mul_ws(Cg, Hp), Wp)) : NULL;
     if (!wp || !off || (need_pad && !pad)) {
         fc_free(wp);
         fc_free(off);

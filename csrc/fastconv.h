@@ -261,8 +261,12 @@ static inline void valid_range(int64_t start, int64_t step, int64_t count, int64
     *hi = h;
 }
 
-/* 64-byte aligned allocation of n floats (NULL on failure), and its release. */
+/* 64-byte aligned allocation of n floats (NULL on failure, and for n < 0 or a byte size
+   that would overflow size_t), and its release. */
 float *fc_alloc_floats(int64_t n);
+/* a * b for workspace sizes: -1 (which fc_alloc_floats refuses) when either is negative or
+   the product overflows int64_t. */
+int64_t fc_mul_ws(int64_t a, int64_t b);
 void fc_free(void *p);
 
 /* ------------------------------------------------------------------ internal conv algorithms */

@@ -311,8 +311,20 @@ const fc_kernel *fc_gemm_kernel(void)
 
 float *fc_alloc_floats(int64_t n)
 {
+    /* Refuse (NULL, which callers report as -1 = out of memory) a negative count (an
+       int64 size product that overflowed, see fc_mul_ws) or one whose byte size would wrap
+       size_t: before this check n * 4 + 63 wrapped to a small buffer that the caller then
+       overran. */
+    if (n < 0 || (uint64_t)n > ((uint64_t)SIZE_MAX - 63) / sizeof(float)) return NULL;
     size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
     return (float *)aligned_alloc(64, bytes);
+}
+
+int64_t fc_mul_ws(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) return -1;
+    return r;
 }
 
 void fc_free(void *p) { free(p); }
@@ -335,7 +347,7 @@ int64_t fc_ws_b_size(const fc_kernel *k, int64_t N, int64_t K)
 }
 int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K)
 {
-    return round_up(M, k->mr) * K;
+    return fc_mul_ws(round_up(M, k->mr), K);
 }
 
 /* ------------------------------------------------------------------ packing */

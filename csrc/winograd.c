@@ -37,9 +37,9 @@ int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y
     /* per-thread V, M, GEMM B workspace, each rounded to 16 floats (64-byte aligned) */
     const int64_t vsz = cdiv(16 * Cg * nb, 16) * 16, msz = cdiv(16 * Kg * nb, 16) * 16;
     const int64_t wbsz = cdiv(fc_ws_b_size(kr, nb, Cg), 16) * 16;
-    float *up = fc_alloc_floats(groups * 16 * apx);
+    float *up = fc_alloc_floats(fc_mul_ws(fc_mul_ws(groups, 16), apx));
     float *ut = fc_alloc_floats(16 * Kg * Cg);
-    float *ws = fc_alloc_floats((vsz + msz + wbsz) * nt);
+    float *ws = fc_alloc_floats(fc_mul_ws(vsz + msz + wbsz, nt));
     if (!up || !ut || !ws) {
         fc_free(up);
         fc_free(ut);

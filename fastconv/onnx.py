@@ -54,7 +54,36 @@ from . import _checks, _registry, nn, ops
 from .nn.layers import _Shape
 
 __all__ = ["load", "from_model", "Tensor", "SUPPORTED_OPS", "LIGHT_MODELS", "light_model_path",
-           "randomized"]
+           "randomized", "MAX_ELEMENTS"]
+
+#: The most elements of any tensor the loader materialises or plans (initializers, constant
+#: attributes, ConstantOfShape, folded constants, graph inputs and every node's output, a
+#: symbolic batch counted as 1): 2**31, 8 GiB of float32, 20x VGG's largest weight. A
+#: model asking for more (a corrupt or adversarial file) is refused with ValueError
+#: before anything is allocated.
+MAX_ELEMENTS = 2**31
+
+
+def _check_size(shape, what):
+    """ValueError, naming ``what``, for a negative dimension or more than MAX_ELEMENTS."""
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{what} has a negative dimension: shape {list(shape)}")
+    n = math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{what} of shape {list(shape)} has {n} elements, more than "
+                         f"fastconv.onnx.MAX_ELEMENTS={MAX_ELEMENTS}: refused (corrupt model?)")
+    return shape
+
+
+def _to_array(numpy_helper, tensor, what):
+    """numpy_helper.to_array, after checking the dims it would allocate; ValueError naming
+    ``what`` for any inconsistent tensor (data size != product of dims, bad type ...)."""
+    _check_size(tensor.dims, what)
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        raise ValueError(f"{what} of shape {list(tensor.dims)} cannot be read: {exc}") from exc
 
 
 def _onnx():
@@ -210,7 +239,8 @@ class _Loader:
             raise ValueError("the model imports no version of the default ONNX opset")
         g = model.graph
         # name -> np.ndarray (a constant) or Tensor (a run-time value)
-        self.values = {init.name: self.numpy_helper.to_array(init) for init in g.initializer}
+        self.values = {init.name: _to_array(self.numpy_helper, init, f"initializer {init.name!r}")
+                       for init in g.initializer}
         runtime_inputs = [vi for vi in g.input if vi.name not in self.values]
         for vi in runtime_inputs:
             self.values[vi.name] = _input_tensor(vi)
@@ -220,7 +250,8 @@ class _Loader:
         # Names read by some node or by the graph: a node output in here must be computed.
         self.used = {name for node in g.node for name in node.input} | {o.name for o in g.output}
         for i, node in enumerate(g.node):
-            self._add(node, node.name or f"#{i} ({node.op_type} -> {node.output[0]})")
+            first = node.output[0] if node.output else "no output"
+            self._add(node, node.name or f"#{i} ({node.op_type} -> {first})")
         self.graph.output_names = [self._output(o.name) for o in g.output]
 
     def _add(self, node, label):
@@ -233,6 +264,8 @@ class _Loader:
             raise NotImplementedError(
                 f"node {label!r}: ONNX op {node.op_type!r} is not supported by fastconv.onnx; "
                 f"supported ops: {', '.join(SUPPORTED_OPS)}")
+        if not node.output or not node.output[0]:
+            raise ValueError(f"node {label!r} ({node.op_type}) names no output")
         for k, extra in enumerate(node.output[1:], 1):
             if extra and extra in self.used:
                 raise NotImplementedError(
@@ -258,22 +291,28 @@ class _Loader:
                 result = result.value  # a pass-through (Identity) of a folded constant
         except (ValueError, TypeError, NotImplementedError) as exc:
             shapes = ", ".join(_describe(name, a) for name, a in zip(node.input, args))
-            raise type(exc)(f"node {label!r} ({node.op_type}) on inputs [{shapes}]: "
-                            f"{exc}") from exc
+            # a wrongly typed attribute (TypeError from the op's checks) is a malformed model
+            kind = ValueError if isinstance(exc, TypeError) else type(exc)
+            raise kind(f"node {label!r} ({node.op_type}) on inputs [{shapes}]: "
+                       f"{exc}") from exc
         self.values[node.output[0]] = result
 
     def _place(self, name, layer, args, folding):
         """Run a folded layer now (-> its constant), or add it to the graph (-> its Tensor)."""
         runtime = [a for a in args if isinstance(a, Tensor)]
+        if not runtime:
+            raise ValueError("the node has no data input")
         if folding:
             return np.asarray(layer.forward(*(t.value for t in runtime)))
-        shape = tuple(int(d) for d in layer.output_shape(*(t.shape for t in runtime)))
+        shape = _check_size(layer.output_shape(*(t.shape for t in runtime)), f"output {name!r}")
         self.graph.add(name, layer, [t.name for t in runtime])
         return Tensor(name, shape, static=all(t.static for t in runtime))
 
     def _output(self, name):
         """The graph's name for ONNX output ``name``: a pass-through or a constant output
         gets a node of its own so that ``run`` reports it under its ONNX name."""
+        if name not in self.values:
+            raise ValueError(f"graph output {name!r} is produced by no node, initializer or input")
         value = self.values[name]
         if isinstance(value, Tensor) and value.name == name:
             return name
@@ -287,7 +326,7 @@ class _Loader:
         if isinstance(value, bytes):
             return value.decode()
         if isinstance(value, onnx.TensorProto):
-            return self.numpy_helper.to_array(value)
+            return _to_array(self.numpy_helper, value, f"attribute {attr.name!r}")
         if isinstance(value, list):
             return [v.decode() if isinstance(v, bytes) else v for v in value]
         return value
@@ -313,7 +352,7 @@ def _input_tensor(vi):
             raise NotImplementedError(
                 f"graph input {vi.name!r} has a symbolic dimension {i} ({d.dim_param!r}); "
                 "fastconv.onnx needs every dimension but the batch (0) to be fixed")
-    return Tensor(vi.name, tuple(shape), static)
+    return Tensor(vi.name, _check_size(shape, f"graph input {vi.name!r}"), static)
 
 
 def _describe(name, arg):
@@ -945,7 +984,8 @@ def Constant(inputs, *, value=None, value_float=None, value_floats=None, value_i
 
 
 def ConstantOfShape(inputs, *, value=None):
-    shape = _const(inputs[0], "ConstantOfShape's shape").astype(np.int64)
+    shape = _check_size(_const(inputs[0], "ConstantOfShape's shape").astype(np.int64).reshape(-1),
+                        "ConstantOfShape's output")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
     return np.full(tuple(shape), value.reshape(-1)[0], dtype=value.dtype)
 

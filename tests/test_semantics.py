@@ -253,6 +253,38 @@ def test_conv_relu_no_negative_zero(backend):
     assert not np.signbit(y).any()
 
 
+def test_every_op_from_8_threads_at_once(backend):
+    """8 Python threads calling every op the backend implements at the same time (released
+    together by a barrier, three rounds) get results identical to the serial calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "cuda" and conftest.cuda_simulated():
+        pytest.skip("the CUDA simulator runs every CUDA thread as a Python thread (8 x 10 ops "
+                    "x 3 rounds: > 1 min); test_kernels_reentrant_across_python_threads "
+                    "covers it")
+    ops = [op for op in SAMPLES if (op, backend) in _registry.KERNELS]
+    jobs = []
+    for seed in range(2 if conftest.runs_like_naive(backend) else 4):
+        for op in ops:
+            arrays, kwargs, _ = _sample(op, seed)
+            jobs.append((op, [np.asarray(a, np.float32) for a in arrays], kwargs))
+    serial = [getattr(fc, op)(*args, backend=backend, **kw) for op, args, kw in jobs]
+    barrier = threading.Barrier(8)
+
+    def worker(t):
+        barrier.wait()
+        order = list(range(len(jobs)))[t:] + list(range(len(jobs)))[:t]  # different orders
+        return {i: getattr(fc, jobs[i][0])(*jobs[i][1], backend=backend, **jobs[i][2])
+                for i in order}
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            for out in pool.map(worker, range(8)):
+                for i, y in out.items():
+                    np.testing.assert_array_equal(
+                        y, serial[i], err_msg=f"{jobs[i][0]} {backend} from 8 threads")
+
+
 @pytest.mark.op("softmax")
 def test_softmax_huge_logits(backend):
     x = np.array([[1e30, 0.0, -1e30],
@@ -532,18 +564,25 @@ def _spawned_conv(_):
 
     import fastconv as fc
 
-    x = np.ones((1, 2, 5, 5), np.float32)
-    w = np.ones((3, 2, 3, 3), np.float32)
-    return fc.conv2d(x, w, backend="auto").tolist()
+    fc.set_num_threads(2)  # the child's own OpenMP pool
+    x = np.ones((1, 8, 32, 32), np.float32)
+    w = np.ones((16, 8, 3, 3), np.float32)
+    y = fc.conv2d(x, w, backend="auto")
+    return list(y.shape), np.unique(y).tolist()
 
 
-def test_spawned_worker_after_parent_used_kernels():
-    """A 'spawn' child works after the parent ran (OpenMP) kernels; fork is documented unsafe."""
-    fc.conv2d(np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32))
-    ctx = multiprocessing.get_context("spawn")
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_spawned_worker_after_parent_used_kernels(method):
+    """A 'spawn' / 'forkserver' child works after the parent ran (OpenMP) kernels with 2
+    threads; fork is documented unsafe (README, "Threads")."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method!r} start method on this platform")
+    fc.set_num_threads(2)
+    fc.conv2d(np.ones((1, 8, 32, 32), np.float32), np.ones((16, 8, 3, 3), np.float32))
+    ctx = multiprocessing.get_context(method)
     with ctx.Pool(1) as pool:
         out = pool.map(_spawned_conv, [0], chunksize=1)
-    np.testing.assert_array_equal(np.array(out[0]), np.full((1, 3, 3, 3), 18.0))
+    assert out[0] == ([1, 16, 30, 30], [72.0]), out
 
 
 def test_kernels_reentrant_across_python_threads(backend):
