@@ -66,6 +66,19 @@ def _device_array(name, value):
     return value
 
 
+def all_finite(*arrays):
+    """No inf or NaN in any of the (float32) arrays: one summing pass each, no temporaries.
+    (A finite sum that overflows reads as "not finite": a harmless false alarm.)"""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(bool(np.isfinite(np.sum(a))) for a in arrays if a is not None)
+
+
+# Winograd F(2x2,3x3) adds and subtracts the pixels of a 4x4 tile, so one +-inf input gives
+# inf - inf = NaN across the tile where the direct sum gives +-inf. "auto" therefore runs
+# Winograd only on finite data; the backends fall back to this GEMM-based algorithm otherwise.
+WINOGRAD_NONFINITE_FALLBACK = {"c": "indirect", "numba": "implicit"}
+
+
 def result_dtype(*arrays):
     """float64 if any floating input is float64, otherwise float32."""
     for a in arrays:

@@ -109,13 +109,11 @@ def test_avg_pool_special_windows_match_torch(backend, kw, cip):
 
 
 @pytest.mark.parametrize("module", ["c", "numba_cpu"])
-@pytest.mark.xfail(strict=True, reason="known deviation: Winograd F(2x2,3x3) mixes the pixels "
+@pytest.mark.xfail(strict=True, reason="Winograd F(2x2,3x3) forced on: it mixes the pixels "
                    "of a 4x4 tile with +- signs, so one +-inf input gives inf - inf = NaN in "
-                   "most outputs of its tiles where the spec (and PyTorch's direct/GEMM conv) "
-                   "gives +-inf; NaN inputs are exact. 'auto' runs Winograd only for 3x3 "
-                   "stride-1 layers with >= 128 input and output channels per group. strict: "
-                   "this test starts failing (XPASS) once the kernels fall back on non-finite "
-                   "input, and should then be turned into a plain test.")
+                   "most outputs of its tiles where the spec gives +-inf. 'auto' never runs "
+                   "it on non-finite data (test_auto_conv_with_inf_input_matches_spec); this "
+                   "pins down why that fallback exists.")
 def test_winograd_infinite_input_matches_spec(module):
     from fastconv import _checks
 
@@ -130,3 +128,28 @@ def test_winograd_infinite_input_matches_spec(module):
         y = mod.conv2d(x, w, None, p, None, algorithm="winograd")
     assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), reduction=36,
                  case=f"{module} winograd, one +inf input pixel")
+
+
+@pytest.mark.parametrize("kernels", ["c", "numba"])  # not `backend`: conftest owns that name
+def test_auto_conv_with_inf_input_matches_spec(kernels):
+    """On a layer where "auto" picks Winograd, an inf in the input (or weights) makes it
+    fall back to a GEMM algorithm, so the result keeps the spec's +-inf."""
+    conftest = pytest.importorskip("conftest")
+    conftest.check_usable(kernels)
+    from fastconv import _checks, _registry
+
+    backend = kernels
+    mod = _registry.backend_module(backend)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 128, 28, 28)).astype(np.float32)  # 196 tiles: Winograd
+    w = (rng.standard_normal((128, 128, 3, 3)) * 0.05).astype(np.float32)
+    p = _checks.check_conv2d(x, w, None, 1, 1, 1, 1)
+    assert mod.conv2d_choose(p) == "winograd"
+    for where in ("x", "w"):
+        xi, wi = x.copy(), w.copy()
+        (xi if where == "x" else wi).flat[777] = np.inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = fc.conv2d(xi, wi, padding=1, backend=backend)
+            ref = fc.conv2d(xi, wi, padding=1, backend="numpy")
+        assert np.isinf(ref).any()
+        assert_close(y, ref, reduction=128 * 9, case=f"{backend} auto conv, inf in {where}")

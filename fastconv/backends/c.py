@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._cext import ffi, lib
+from .._checks import WINOGRAD_NONFINITE_FALLBACK, all_finite
 
 
 def _p(a):
@@ -55,6 +56,8 @@ def conv2d_choose(p):
 def conv2d(x, weight, bias, p, activation, algorithm="auto", out=None):
     """algorithm: a CONV_ALGORITHMS name (tests and benchmarks force one; the public
     fastconv.conv2d always runs "auto"). ValueError if it cannot do this shape."""
+    if algorithm == "auto" and conv2d_choose(p) == "winograd" and not all_finite(x, weight):
+        algorithm = WINOGRAD_NONFINITE_FALLBACK["c"]  # see _checks: inf - inf in the tiles
     try:
         algo = CONV_ALGORITHMS[algorithm]
     except KeyError:

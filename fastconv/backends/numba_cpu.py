@@ -52,6 +52,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import _registry
+from .._checks import WINOGRAD_NONFINITE_FALLBACK, all_finite
 
 # IEEE-preserving fast-math: reassociation (vectorised reductions), FMA contraction and
 # reciprocal division; no nnan / ninf / nsz.
@@ -868,6 +869,8 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto", simd=True):
                          f"known: {', '.join(CONV_ALGORITHMS)}")
     if algorithm == "auto":
         algorithm = conv2d_choose(p)
+        if algorithm == "winograd" and not all_finite(x, weight):
+            algorithm = WINOGRAD_NONFINITE_FALLBACK["numba"]  # see _checks: inf - inf
     if algorithm == "1x1" and not _is_1x1(p):
         raise ValueError(f"conv2d algorithm '1x1' cannot run this shape: {p}")
     if algorithm == "winograd" and not _winograd_ok(p):
