@@ -34,7 +34,6 @@
 
 #define COL_FLOATS (256 * 1024) /* im2col tile budget: 1 MiB */
 
-static inline float relu1(float v) { return v <= 0.0f ? 0.0f : v; }
 
 /* ------------------------------------------------------------------ direct */
 
@@ -74,7 +73,7 @@ static void conv_direct(const float *x, const float *w, const float *bias, float
             }
         }
         if (relu)
-            for (int64_t i = 0; i < P * Q; ++i) yp[i] = relu1(yp[i]);
+            for (int64_t i = 0; i < P * Q; ++i) yp[i] = fc_relu1(yp[i]);
     }
 }
 

@@ -31,7 +31,6 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline float relu1(float v) { return v <= 0.0f ? 0.0f : v; }
 
 /* ------------------------------------------------------------------ indirect microkernels */
 
@@ -119,7 +118,7 @@ static void ind_item(const ind_ctx *cx, const float *src, float *yg, const float
                 const float b = bg ? bg[kp * IK + j] : 0.0f;
                 float *yr = yg + (kp * IK + j) * cx->PQ + t0;
                 if (cx->relu)
-                    for (int64_t i = 0; i < np; ++i) yr[i] = relu1(tile[i * IK + j] + b);
+                    for (int64_t i = 0; i < np; ++i) yr[i] = fc_relu1(tile[i * IK + j] + b);
                 else
                     for (int64_t i = 0; i < np; ++i) yr[i] = tile[i * IK + j] + b;
             }
@@ -252,7 +251,7 @@ static void o_ukr_generic(int64_t kc, const float *const *a, const float *b, int
         for (int64_t j = 0; j < npx; ++j) {
             float v = acc[i][j] + (first ? 0.0f : c[i * ldc + j]);
             if (last && bias) v += bias[i];
-            if (last && relu) v = relu1(v);
+            if (last && relu) v = fc_relu1(v);
             c[i * ldc + j] = v;
         }
 }

@@ -101,7 +101,7 @@ FC_CLONES void fc_relu(const float *x, float *y, int64_t n)
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t c = 0; c < nchunks; ++c) {
         int64_t i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-        for (int64_t i = c * chunk; i < i1; ++i) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
+        for (int64_t i = c * chunk; i < i1; ++i) y[i] = fc_relu1(x[i]);
     }
 }
 

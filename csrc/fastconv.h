@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -133,6 +134,20 @@ static inline int fc_omp_thread_num(void) { return 0; }
 static inline int fc_omp_num_threads(void) { return 1; }
 static inline int fc_omp_in_parallel(void) { return 0; }
 #endif
+
+/* ------------------------------------------------------------------ scalar ReLU */
+
+/* max(v, 0) by the spec's rules: NaN stays NaN, -0.0 and -inf become +0.0. Branch-free
+   (a select on the bits): with a branch, activations of random sign mispredict half the
+   time, which cost the indirect conv's epilogue ~9 ms on a 224x224x64 layer. */
+static inline float fc_relu1(float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits &= (uint32_t)0 - (uint32_t)((v > 0.0f) | (v != v));
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
 
 /* Threads for a region with `work` units, each worth a thread only if >= min_per_thread:
    min(global count, work / min_per_thread), at least 1; 1 inside a parallel region. */

@@ -68,7 +68,7 @@ static inline float epi_apply(float acc, const float *c, const fc_epi *e, int64_
     float v = e->alpha * acc;
     if (e->beta != 0.0f) v += e->beta * *c;
     if (e->bias) v += e->bias[row];
-    if (e->relu) v = v <= 0.0f ? 0.0f : v; /* NaN stays NaN, -0 becomes +0 */
+    if (e->relu) v = fc_relu1(v);
     return v;
 }
 

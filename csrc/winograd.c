@@ -128,7 +128,7 @@ int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y
                                       r[i][1] - r[i][2] - r[i][3] + b};
                         for (int j = 0; j < 2 && 2 * tw + j < Q; ++j) {
                             float v = o[j];
-                            if (relu) v = v <= 0.0f ? 0.0f : v;
+                            if (relu) v = fc_relu1(v);
                             yk[(2 * th + i) * Q + 2 * tw + j] = v;
                         }
                     }
