@@ -303,8 +303,8 @@ def main(argv=None):
     p_run.add_argument("--show", type=int, default=1, help="images whose top-5 to print")
     p_run.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
                        help="run on a Dask cluster (fastconv.distributed.predict)")
-    p_run.add_argument("--images", nargs="+", metavar="SHARD.npy",
-                       help="with --dask: .npy shards (n, C, H, W) to classify")
+    p_run.add_argument("--images", nargs="+", metavar="PATH",
+                       help="with --dask: .npy shards (n, C, H, W) and/or image files")
     p_run.add_argument("--count", type=int, default=256,
                        help="with --dask and no --images: random images to classify")
     p_run.set_defaults(func=cmd_run)

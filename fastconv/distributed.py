@@ -7,8 +7,9 @@
     probs.to_zarr("probs.zarr")          # or probs.compute()
 
 How it maps onto Dask
-  * ``images`` is a Dask array (N, C, H, W) or a list of ``.npy`` shards (each
-    (n_i, C, H, W), read lazily on the workers, memory-mapped). It is rechunked to
+  * ``images`` is a Dask array (N, C, H, W), or a list of ``.npy`` shards (each
+    (n_i, C, H, W), read lazily on the workers, memory-mapped) and/or image files
+    (decoded with Pillow on the workers, RGB/grayscale scaled to [0, 1]). It is rechunked to
     ``batch_size`` images per block along N and one block along C, H, W; each block is
     one task, ``model(block)``, so the output is a Dask array with the same chunks
     along N.
@@ -67,31 +68,58 @@ def _client(client):
         return None
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _read_image(path):
+    """One image file as float32 (C, H, W) in [0, 1] (RGB, or 1 channel for grayscale)."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise ImportError("reading image files needs Pillow: pip install pillow "
+                          "(or give .npy shards)") from exc
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert("L" if img.mode in ("1", "L", "I;16") else "RGB"))
+    arr = arr.astype(np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _part(dask, da, path):
+    """A lazy (n, C, H, W) piece for one .npy shard or one image file (read on a worker)."""
+    path = os.fspath(path)
+    if path.endswith(".npy"):
+        header = np.load(path, mmap_mode="r")  # reads the header only
+        if header.ndim != 4:
+            raise ValueError(f"shard {path!r} has shape {header.shape}; expected (n, C, H, W)")
+        return da.from_delayed(dask.delayed(np.load)(path, mmap_mode="r"), header.shape,
+                               dtype=header.dtype)
+    if path.lower().endswith(IMAGE_SUFFIXES):
+        shape = _read_image(path).shape  # the shape must be known before the graph is built
+        block = dask.delayed(lambda p: _read_image(p)[None])(path)
+        return da.from_delayed(block, (1,) + shape, dtype=np.float32)
+    raise ValueError(f"{path!r} is neither a .npy shard nor an image file "
+                     f"({', '.join(IMAGE_SUFFIXES)}); give .npy shards of shape (n, C, H, W), "
+                     "image files, or a Dask array")
+
+
 def images_array(images, batch_size):
-    """``images`` as a float32 Dask array (N, C, H, W) chunked ``batch_size`` along N."""
+    """``images`` as a float32 Dask array (N, C, H, W) chunked ``batch_size`` along N.
+
+    images: a Dask array (N, C, H, W), or a list of ``.npy`` shards (each (n, C, H, W),
+    memory-mapped on the worker that reads it) and/or image files (one image each, RGB or
+    grayscale scaled to [0, 1], decoded with Pillow on the worker; all the same size)."""
     dask, da = _dask()
     if isinstance(images, (list, tuple)):
         if not images:
-            raise ValueError("images is an empty list of .npy shards")
-        parts = []
-        for path in images:
-            path = os.fspath(path)
-            if not path.endswith(".npy"):
-                raise ValueError(f"image shard {path!r} is not a .npy file; give .npy shards "
-                                 "of shape (n, C, H, W) or a Dask array")
-            header = np.load(path, mmap_mode="r")  # reads the header only
-            if header.ndim != 4:
-                raise ValueError(f"shard {path!r} has shape {header.shape}; expected "
-                                 "(n, C, H, W)")
-            block = dask.delayed(np.load)(path, mmap_mode="r")
-            parts.append(da.from_delayed(block, header.shape, dtype=header.dtype))
+            raise ValueError("images is an empty list of .npy shards / image files")
+        parts = [_part(dask, da, path) for path in images]
         shapes = {p.shape[1:] for p in parts}
         if len(shapes) != 1:
-            raise ValueError(f"image shards differ in (C, H, W): {sorted(shapes)}")
+            raise ValueError(f"images differ in (C, H, W): {sorted(shapes)}")
         images = da.concatenate(parts, axis=0)
     elif not hasattr(images, "chunks"):
         raise TypeError(f"images must be a Dask array (N, C, H, W) or a list of .npy shard "
-                        f"paths, got {type(images).__name__}")
+                        f"or image file paths, got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -133,7 +161,7 @@ def predict(model, images, *, batch_size=64, backend=None, client=None):
     """Lazy outputs of ``model`` over ``images`` (see the module doc).
 
     model: a fastconv ``nn`` model (``fastconv.models.*``, ``fastconv.onnx.load(...)``).
-    images: a Dask array (N, C, H, W) or a list of ``.npy`` shard paths.
+    images: a Dask array (N, C, H, W) or a list of ``.npy`` shard / image file paths.
     backend: the fastconv backend the workers use (default: the current one here).
     client: a ``distributed.Client`` (default: the current one, else Dask's local
     scheduler; ``False``: the local scheduler even when a client exists). Returns a

@@ -103,6 +103,24 @@ def test_npy_shards_and_local_scheduler(tmp_path):
     np.testing.assert_array_equal(got, local_batches(model, x, 16))
 
 
+def test_image_files(tmp_path):
+    """Image files (one image each, decoded on the workers): grayscale PNGs for LeNet-5."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    paths = []
+    for i, p in enumerate(pixels):
+        paths.append(str(tmp_path / f"digit{i}.png"))
+        Image.fromarray(p, mode="L").save(paths[-1])
+    model = models.lenet5()
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        got = fcd.predict(model, paths, batch_size=2, client=False).compute()
+    x = (pixels.astype(np.float32) / 255.0)[:, None]
+    np.testing.assert_array_equal(got, local_batches(model, x, 2))
+
+
 def test_bad_inputs():
     model = models.lenet5()
     with pytest.raises(TypeError, match="Dask array .* or a list of .npy"):
@@ -111,8 +129,8 @@ def test_bad_inputs():
         fcd.predict(model, da.zeros((2, 1, 32, 32)), batch_size=0, client=False)
     with pytest.raises(ValueError, match=r"must be \(N, C, H, W\)"):
         fcd.predict(model, da.zeros((2, 32, 32)), client=False)
-    with pytest.raises(ValueError, match="not a .npy file"):
-        fcd.predict(model, ["images.png"], client=False)
+    with pytest.raises(ValueError, match="neither a .npy shard nor an image file"):
+        fcd.predict(model, ["images.txt"], client=False)
 
 
 def test_cli_run_dask(client, tmp_path):
