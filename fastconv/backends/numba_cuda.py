@@ -101,6 +101,12 @@ def _threads_1d(total):
     return min(THREADS_1D, max(32, _blocks(total, 32) * 32))
 
 
+def _launch_1d(kernel, total, *args):
+    """Run a one-thread-per-element kernel over ``total`` elements."""
+    threads = _threads_1d(total)
+    kernel[_blocks(total, threads), threads](*args)
+
+
 def _device(a):
     """Device arrays pass through; host arrays are copied once."""
     return a if a is None or is_device_array(a) else cuda.to_device(a)
@@ -130,7 +136,7 @@ def zeros(shape):
     """A device array of zeros (the public ops' answer for empty device inputs)."""
     y = _empty(shape)
     if y.size:
-        _fill_kernel[_blocks(y.size, THREADS_1D), THREADS_1D](y.reshape(y.size), _F0)
+        _launch_1d(_fill_kernel, y.size, y.reshape(y.size), _F0)
     return y
 
 
@@ -149,6 +155,12 @@ def _unravel_nchw(i, C, H, W):
     h = t % H
     t //= H
     return t // C, t % C, h, w
+
+
+@cuda.jit(device=True)
+def _unravel_ncl(i, C, L):
+    """The (n, c, l) of flat index i into a C-contiguous (N, C, L) array."""
+    return i // (C * L), (i // L) % C, i % L
 
 
 @cuda.jit(device=True)
@@ -394,9 +406,7 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto"):
     y = _empty(p.out_shape)
     ints = _conv_ints(p, has_bias, activation == "relu")
     if algorithm == "direct":
-        total = y.size
-        threads = _threads_1d(total)
-        _conv2d_direct_kernel[_blocks(total, threads), threads](xd, wd, bd, y, ints)
+        _launch_1d(_conv2d_direct_kernel, y.size, xd, wd, bd, y, ints)
     else:
         Kg, CRS = p.K // p.groups, (p.C // p.groups) * p.R * p.S
         _launch_tiled(_conv2d_implicit_gemm_kernel, wd.reshape(p.K, CRS), xd, y, bd,
@@ -464,9 +474,7 @@ def _avg_pool2d_kernel(x, y, ints):
 
 def _pool(kernel, x, p):
     y = _empty(p.out_shape)
-    total = y.size
-    threads = _threads_1d(total)
-    kernel[_blocks(total, threads), threads](_device(x), y, _pool_ints(p))
+    _launch_1d(kernel, y.size, _device(x), y, _pool_ints(p))
     return _returned(y, x)
 
 
@@ -549,8 +557,7 @@ def _relu_kernel(x, y):
 def relu(x):
     xd = _device(x).reshape(x.size)
     y = _empty(x.size)
-    threads = _threads_1d(x.size)
-    _relu_kernel[_blocks(x.size, threads), threads](xd, y)
+    _launch_1d(_relu_kernel, x.size, xd, y)
     return _returned(y.reshape(x.shape), x)
 
 
@@ -608,8 +615,7 @@ def softmax(x):
     if inner == 1:
         _softmax_rows_kernel[outer, REDUCE_THREADS](_device(x), y)
     else:
-        threads = _threads_1d(outer * inner)
-        _softmax_columns_kernel[_blocks(outer * inner, threads), threads](_device(x), y)
+        _launch_1d(_softmax_columns_kernel, outer * inner, _device(x), y)
     return _returned(y, x)
 
 
@@ -619,10 +625,7 @@ def _lrn_kernel(x, y, size, scale, beta, k):
     i = cuda.grid(1)
     if i >= N * C * L:
         return
-    l = i % L
-    t = i // L
-    c = t % C
-    n = t // C
+    n, c, l = _unravel_ncl(i, C, L)
     sumsq = _F0
     for cc in range(max(c - size // 2, 0), min(c + (size - 1) // 2, C - 1) + 1):
         v = x[n, cc, l]
@@ -633,9 +636,8 @@ def _lrn_kernel(x, y, size, scale, beta, k):
 @_public
 def local_response_norm(x, size, alpha, beta, k):
     y = _empty(x.shape)
-    threads = _threads_1d(y.size)
-    _lrn_kernel[_blocks(y.size, threads), threads](
-        _device(x), y, size, float32(alpha / size), float32(beta), float32(k))
+    _launch_1d(_lrn_kernel, y.size, _device(x), y, size, float32(alpha / size), float32(beta),
+               float32(k))
     return _returned(y, x)
 
 
@@ -645,20 +647,15 @@ def _batch_norm_kernel(x, y, mean, var, weight, bias, eps):
     i = cuda.grid(1)
     if i >= N * C * L:
         return
-    l = i % L
-    t = i // L
-    c = t % C
-    n = t // C
+    n, c, l = _unravel_ncl(i, C, L)
     y[n, c, l] = (x[n, c, l] - mean[c]) / math.sqrt(var[c] + eps) * weight[c] + bias[c]
 
 
 @_public
 def batch_norm(x, mean, var, weight, bias, eps):
     y = _empty(x.shape)
-    threads = _threads_1d(y.size)
-    _batch_norm_kernel[_blocks(y.size, threads), threads](
-        _device(x), y, _device(mean), _device(var), _device(weight), _device(bias),
-        float32(eps))
+    _launch_1d(_batch_norm_kernel, y.size, _device(x), y, _device(mean), _device(var),
+               _device(weight), _device(bias), float32(eps))
     return _returned(y, x)
 
 
@@ -679,8 +676,7 @@ def add(a, b):
     """a + b for two device arrays of the same shape -> a device array."""
     y = _empty(a.shape)
     n = y.size
-    threads = _threads_1d(n)
-    _add_kernel[_blocks(n, threads), threads](a.reshape(n), b.reshape(n), y.reshape(n))
+    _launch_1d(_add_kernel, n, a.reshape(n), b.reshape(n), y.reshape(n))
     return y
 
 
@@ -711,9 +707,7 @@ def concat(xs, axis):
     for x in xs:
         n = x.size
         if n:
-            threads = _threads_1d(n)
-            _copy_into_kernel[_blocks(n, threads), threads](
-                x.reshape(outer, x.shape[axis], inner), y3, offset)
+            _launch_1d(_copy_into_kernel, n, x.reshape(outer, x.shape[axis], inner), y3, offset)
         offset += x.shape[axis]
     return y
 
