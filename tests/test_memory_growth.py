@@ -84,23 +84,16 @@ def test_ops_10k_calls_no_rss_growth(backend):
                             f"each of {sorted(calls)}")
 
 
-def test_lenet5_10k_forwards_no_rss_growth():
+# 10,000 LeNet-5 forwards (the per-layer path at a tiny shape), 200 AlexNet ones (its large
+# per-forward buffers); see the module doc for what each detects.
+@pytest.mark.parametrize("name,shape,forwards,warmup", [
+    ("lenet5", (1, 1, 32, 32), 10_000, 200), ("alexnet", (1, 3, 227, 227), 200, 5)])
+def test_model_forwards_no_rss_growth(name, shape, forwards, warmup):
     from fastconv import models
 
-    model = models.lenet5()
-    x = np.random.default_rng(1).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    model = getattr(models, name)()
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     ref = model(x).copy()
-    grown = _growth(lambda: model(x), 10_000, warmup=200)
+    grown = _growth(lambda: model(x), forwards, warmup=warmup)
     np.testing.assert_array_equal(model(x), ref)
-    assert grown < 8 * MB, f"LeNet-5: RSS grew {grown / MB:.1f} MB over 10,000 forwards"
-
-
-def test_alexnet_200_forwards_no_rss_growth():
-    from fastconv import models
-
-    model = models.alexnet()
-    x = np.random.default_rng(2).standard_normal((1, 3, 227, 227)).astype(np.float32)
-    ref = model(x).copy()
-    grown = _growth(lambda: model(x), 200, warmup=5)
-    np.testing.assert_array_equal(model(x), ref)
-    assert grown < 8 * MB, f"AlexNet: RSS grew {grown / MB:.1f} MB over 200 forwards"
+    assert grown < 8 * MB, f"{name}: RSS grew {grown / MB:.1f} MB over {forwards} forwards"

@@ -85,7 +85,27 @@ class Layer:
         return f"{type(self).__name__}({self.describe()})"
 
 
-class Conv2d(Layer):
+class _Weighted(Layer):
+    """A layer with a weight (out, ...) and an optional bias (out,): Conv2d and Linear."""
+
+    def _init_weights(self, shape, fan_in, weight, bias, bias_value, rng):
+        """The given weight / bias_value (shape-checked), else He init and a zero bias
+        (none when bias is False)."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.weight = _he(rng, shape, fan_in) if weight is None else _param("weight", weight,
+                                                                             shape)
+        if bias_value is not None:
+            self.bias = _param("bias", bias_value, (shape[0],))
+        else:
+            self.bias = np.zeros(shape[0], np.float32) if bias else None
+
+    def parameters(self):
+        if self.bias is None:
+            return {"weight": self.weight}
+        return {"weight": self.weight, "bias": self.bias}
+
+
+class Conv2d(_Weighted):
     """conv2d with the layer's weight (K, C/groups, R, S) and bias (K,), optional fused ReLU."""
 
     kind = "CONV"
@@ -101,18 +121,7 @@ class Conv2d(Layer):
             raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} "
                              f"must both divide by groups={groups}")
         shape = (out_channels, in_channels // groups) + self.kernel_size
-        fan_in = shape[1] * shape[2] * shape[3]
-        rng = rng if rng is not None else np.random.default_rng(0)
-        self.weight = _he(rng, shape, fan_in) if weight is None else _param("weight", weight,
-                                                                             shape)
-        if bias_value is not None:
-            self.bias = _param("bias", bias_value, (out_channels,))
-        else:
-            self.bias = np.zeros(out_channels, np.float32) if bias else None
-
-    def parameters(self):
-        return {"weight": self.weight} if self.bias is None else {"weight": self.weight,
-                                                                  "bias": self.bias}
+        self._init_weights(shape, shape[1] * shape[2] * shape[3], weight, bias, bias_value, rng)
 
     def params_for(self, shape):
         return _checks.check_conv2d(_Shape(shape), _Shape(self.weight.shape),
@@ -261,24 +270,14 @@ class Flatten(Layer):
         return x.reshape(self.output_shape(x.shape))
 
 
-class Linear(Layer):
+class Linear(_Weighted):
     kind = "FC"
 
     def __init__(self, in_features, out_features, bias=True, *, weight=None, bias_value=None,
                  rng=None):
         self.in_features, self.out_features = in_features, out_features
-        rng = rng if rng is not None else np.random.default_rng(0)
-        shape = (out_features, in_features)
-        self.weight = _he(rng, shape, in_features) if weight is None else _param("weight", weight,
-                                                                                 shape)
-        if bias_value is not None:
-            self.bias = _param("bias", bias_value, (out_features,))
-        else:
-            self.bias = np.zeros(out_features, np.float32) if bias else None
-
-    def parameters(self):
-        return {"weight": self.weight} if self.bias is None else {"weight": self.weight,
-                                                                  "bias": self.bias}
+        self._init_weights((out_features, in_features), in_features, weight, bias, bias_value,
+                           rng)
 
     def output_shape(self, shape):
         _checks.check_linear(_Shape(shape), _Shape(self.weight.shape),
