@@ -1,5 +1,9 @@
 """AlexNet and VGG16 forward on the GPU in img/s, fastconv's cuda backend next to
-PyTorch/cuDNN on the same GPU (when torch sees CUDA), batch 1 and 64.
+PyTorch/cuDNN on the same GPU (when torch sees CUDA), batch 1 and 64; then SGEMM and
+named conv layers in GFLOP/s next to cuBLAS/cuDNN.
+
+PyTorch runs in strict FP32 (TF32 off for cuBLAS and cuDNN): fastconv computes in
+FP32 on the CUDA cores, and TF32 tensor cores would compare a different arithmetic.
 
     pip install -e ".[cuda,test]" && python benchmarks/gpu.py            # needs a real GPU
     python -m pytest -m gpu tests/test_cuda_paths.py                      # the GPU-only tests
@@ -30,6 +34,55 @@ def _timed(fn, sync, seconds):
     return float(np.median(times))
 
 
+# (name, N, C, H, W, K, R, S, stride, padding, groups): layers of the CPU conv suite at
+# batch sizes that fill a GPU.
+GPU_CONV_LAYERS = [
+    ("alexnet.conv1 b32", 32, 3, 227, 227, 96, 11, 11, 4, 0, 1),
+    ("alexnet.conv2 b32", 32, 96, 27, 27, 256, 5, 5, 1, 2, 2),
+    ("alexnet.conv3 b32", 32, 256, 13, 13, 384, 3, 3, 1, 1, 1),
+    ("vgg16.conv1_2 b8", 8, 64, 224, 224, 64, 3, 3, 1, 1, 1),
+    ("vgg16.conv3_2 b8", 8, 256, 56, 56, 256, 3, 3, 1, 1, 1),
+    ("vgg16.conv5_2 b8", 8, 512, 14, 14, 512, 3, 3, 1, 1, 1),
+    ("resnet50 1x1 256->64 b32", 32, 256, 56, 56, 64, 1, 1, 1, 0, 1),
+]
+GEMM_SIZES = (1024, 4096)
+
+
+def _ops_table(torch, cuda, seconds):
+    """SGEMM and conv layers in GFLOP/s, fastconv cuda next to cuBLAS/cuDNN (FP32)."""
+    rng = np.random.default_rng(0)
+    print("\n| op | fastconv GFLOP/s | PyTorch GFLOP/s | fastconv / PyTorch |")
+    print("|---|---:|---:|---:|")
+    cases = []
+    for n in GEMM_SIZES:
+        a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        cases.append((f"sgemm {n}^3", 2.0 * n ** 3, (a, b),
+                      lambda a, b: fastconv.gemm(a, b, backend="cuda"), lambda a, b: a @ b))
+    for name, N, C, H, W, K, R, S, st, pad, g in GPU_CONV_LAYERS:
+        P, Q = (H + 2 * pad - R) // st + 1, (W + 2 * pad - S) // st + 1
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((K, C // g, R, S)) * 0.05).astype(np.float32)
+        bias = rng.standard_normal(K).astype(np.float32)
+        flops = 2.0 * N * K * P * Q * (C // g) * R * S
+        cases.append((name, flops, (x, w, bias),
+                      lambda x, w, b, st=st, pad=pad, g=g: fastconv.conv2d(
+                          x, w, b, stride=st, padding=pad, groups=g, backend="cuda"),
+                      lambda x, w, b, st=st, pad=pad, g=g: torch.nn.functional.conv2d(
+                          x, w, b, stride=st, padding=pad, groups=g)))
+    for name, flops, host, ours_fn, torch_fn in cases:
+        dev = [cuda.to_device(h) for h in host]
+        ours = _timed(lambda: ours_fn(*dev), cuda.synchronize, seconds)
+        row = f"| {name} | {flops / ours / 1e9:.0f} |"
+        if torch is not None:
+            tdev = [torch.from_numpy(h).cuda() for h in host]
+            with torch.no_grad():
+                theirs = _timed(lambda: torch_fn(*tdev), torch.cuda.synchronize, seconds)
+            row += f" {flops / theirs / 1e9:.0f} | {theirs / ours:.2f} |"
+        else:
+            row += " - | - |"
+        print(row, flush=True)
+
+
 def _torch_model(torch, name):
     t = torch.nn
     if name == "alexnet":  # the lecture's AlexNet, as fastconv.models.alexnet builds it
@@ -55,6 +108,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--skip-networks", action="store_true")
+    parser.add_argument("--skip-ops", action="store_true")
     args = parser.parse_args(argv)
     from numba import cuda
 
@@ -63,9 +118,18 @@ def main(argv=None):
     try:
         import torch
         torch_ok = torch.cuda.is_available()
+        torch.backends.cuda.matmul.allow_tf32 = False  # strict FP32, as fastconv computes
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        print(f"PyTorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
+              f"{torch.cuda.get_device_name() if torch_ok else 'no CUDA'}")
     except ImportError:
         torch, torch_ok = None, False
-    print("| network | batch | fastconv img/s | PyTorch img/s | fastconv / PyTorch |")
+    if not args.skip_ops:
+        _ops_table(torch if torch_ok else None, cuda, args.seconds)
+    if args.skip_networks:
+        return
+    print("\n| network | batch | fastconv img/s | PyTorch img/s | fastconv / PyTorch |")
     print("|---|---:|---:|---:|---:|")
     for name, size in (("alexnet", 227), ("vgg16", 224)):
         model = getattr(models, name)()
