@@ -231,6 +231,10 @@ int fc_conv2d_supports(int algo, CONV_SHAPE_ARGS)
 }
 
 /* The "auto" policy (single-thread timings vs PyTorch/oneDNN on Zen 3, AVX2, see header). */
+#ifndef FC_WINO_PLANNED_MIN_C
+#define FC_WINO_PLANNED_MIN_C 96
+#endif
+
 int fc_conv2d_choose(CONV_SHAPE_ARGS)
 {
     const int64_t Cg = C / groups, Kg = K / groups;
@@ -256,6 +260,20 @@ int fc_conv2d_choose(CONV_SHAPE_ARGS)
     /* Everything else (AlexNet, VGG conv1_2, LeNet at any batch, strided, dilated, grouped):
        the indirect kernel, 1.0-7x PyTorch single-threaded on the named layers. */
     return FC_CONV_INDIRECT;
+}
+
+/* The pick for a layer of a planned network, whose weights are transformed once
+   (fc_conv_winograd_weights): Winograd's per-call cost is then its input and output
+   transforms alone, which pay for themselves with enough channels on both sides, however
+   few the tiles (VGG conv5 at 14x14: 49 tiles per image). */
+int fc_conv2d_choose_planned(CONV_SHAPE_ARGS)
+{
+    const int64_t Cg = C / groups, Kg = K / groups;
+    if (fc_conv2d_supports(FC_CONV_WINOGRAD, N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,
+                           groups) &&
+        Cg >= FC_WINO_PLANNED_MIN_C && Kg >= FC_WINO_PLANNED_MIN_C)
+        return FC_CONV_WINOGRAD;
+    return fc_conv2d_choose(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups);
 }
 
 /* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q);

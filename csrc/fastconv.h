@@ -85,6 +85,23 @@ int fc_conv2d_supports(int algo, int64_t N, int64_t C, int64_t H, int64_t W, int
                        int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
                        int64_t dil_w, int64_t groups);
 
+/* Winograd with the weight transform done once (a planned network's fixed weights):
+   fc_conv_winograd_weights fills fc_conv_winograd_weights_size floats (64-byte aligned) with
+   U = G w G^T packed for this process's GEMM kernel, and fc_conv_winograd_prepacked runs
+   the convolution on them. Shapes as fc_conv2d with R = S = 3, stride 1, dilation 1;
+   both return 0, or -1 out of memory. fc_conv2d_choose_planned: fc_conv2d_choose's pick
+   for a layer whose weights are prepared once (Winograd pays on fewer tiles then). */
+int64_t fc_conv_winograd_weights_size(int64_t K, int64_t C, int64_t groups);
+int fc_conv_winograd_weights(const float *w, float *up, int64_t K, int64_t C, int64_t groups);
+int fc_conv_winograd_prepacked(const float *x, const float *up, const float *bias, float *y,
+                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                               int64_t P, int64_t Q, int64_t pad_top, int64_t pad_left,
+                               int64_t groups, int relu);
+int fc_conv2d_choose_planned(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
+                             int64_t S, int64_t P, int64_t Q, int64_t stride_h,
+                             int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                             int64_t dil_h, int64_t dil_w, int64_t groups);
+
 /* x (N,C,H,W) -> y (N,C,P,Q); window kh x kw, dilated; padding counts as -inf; NaN propagates.
    Both pools return 0, or -1 when a row buffer cannot be allocated. */
 int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_t H, int64_t W,

@@ -4,7 +4,11 @@
  * (2.25x fewer MACs). F(2,3)'s transforms use only 0, +-1, +-1/2, so the result stays within
  * float32 rounding of the direct sum (the 1e-4 relative test bound holds); F(4,3) would save
  * 4x but amplifies rounding ~10x more.
- *   U[xi] (Kg,Cg) = (G g G^T)[xi]     per call, packed once into the GEMM's A layout
+ *   U[xi] (Kg,Cg) = (G g G^T)[xi]     packed into the GEMM's A layout: per call, or once per
+ *                                     network plan (fc_conv_winograd_weights, then
+ *                                     fc_conv_winograd_prepacked: the weight transform is
+ *                                     16*K*C floats written, which at 14x14 and 28x28 cost as
+ *                                     much as the convolution itself)
  *   V[xi] (Cg,nb) = (B^T d B)[xi]     per block of nb tiles of one image (per thread)
  *   M[xi] = U[xi] @ V[xi]             16 packed GEMMs (fc_gemm_run, serial, per thread)
  *   y tile = A^T M A + bias (ReLU)    output transform, clipped at ragged P/Q edges
@@ -18,36 +22,30 @@
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* x (N,C,H,W), w (K,C/g,3,3) -> y (N,K,P,Q); 0, or -1 out of memory. */
-int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y, int64_t N,
-                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t P, int64_t Q,
-                     int64_t pt, int64_t pl, int64_t groups, int relu)
+/* Floats of one (group, xi) packed U block and of all of them. */
+static int64_t packed_u_block(const fc_kernel *kr, int64_t Kg, int64_t Cg)
+{
+    return cdiv(fc_packed_a_size(kr, Kg, Cg), 16) * 16; /* 64-byte aligned blocks */
+}
+
+int64_t fc_conv_winograd_weights_size(int64_t K, int64_t C, int64_t groups)
+{
+    return fc_mul_ws(fc_mul_ws(groups, 16),
+                     packed_u_block(fc_gemm_kernel(), K / groups, C / groups));
+}
+
+/* w (K,C/g,3,3) -> up: U = G g G^T, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], transformed into
+   ut[xi][k][c] (parallel over output channels), then packed per (group, xi) (parallel over
+   the 16 xi). 0, or -1 out of memory. */
+int fc_conv_winograd_weights(const float *w, float *up, int64_t K, int64_t C, int64_t groups)
 {
     const fc_kernel *kr = fc_gemm_kernel();
-    const int64_t Cg = C / groups, Kg = K / groups, TH = cdiv(P, 2), TW = cdiv(Q, 2);
-    const int64_t T = TH * TW;
-    int nt = fc_threads_for(N * K * P * Q * Cg * 9, 64 * 64 * 64);
-    /* tile blocks of <= 64 tiles, as even as possible, and per image a multiple of the
-       thread count when the batch alone cannot feed the threads */
-    int64_t nblk = cdiv(T, 64);
-    if (N < 4 * nt) nblk = min64(T, cdiv(nblk, nt) * nt);
-    const int64_t nb = cdiv(T, nblk), ntb = cdiv(T, nb), items = N * ntb;
-    if (items < nt) nt = (int)items;
-    const int64_t apx = fc_packed_a_size(kr, Kg, Cg); /* one packed U[g][xi] */
-    /* per-thread V, M, GEMM B workspace, each rounded to 16 floats (64-byte aligned) */
-    const int64_t vsz = cdiv(16 * Cg * nb, 16) * 16, msz = cdiv(16 * Kg * nb, 16) * 16;
-    const int64_t wbsz = cdiv(fc_ws_b_size(kr, nb, Cg), 16) * 16;
-    float *up = fc_alloc_floats(fc_mul_ws(fc_mul_ws(groups, 16), apx));
-    float *ut = fc_alloc_floats(16 * Kg * Cg);
-    float *ws = fc_alloc_floats(fc_mul_ws(vsz + msz + wbsz, nt));
-    if (!up || !ut || !ws) {
-        fc_free(up);
-        fc_free(ut);
-        fc_free(ws);
-        return -1;
-    }
-    /* U = G g G^T, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], stored ut[xi][k][c], then packed */
+    const int64_t Cg = C / groups, Kg = K / groups, apx = packed_u_block(kr, Kg, Cg);
+    float *ut = fc_alloc_floats(fc_mul_ws(16, fc_mul_ws(Kg, Cg)));
+    if (!ut) return -1;
+    const int nt = fc_threads_for(16 * Kg * Cg, 1 << 15);
     for (int64_t g = 0; g < groups; ++g) {
+#pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t k = 0; k < Kg; ++k)
             for (int64_t c = 0; c < Cg; ++c) {
                 const float *f = w + ((g * Kg + k) * Cg + c) * 9;
@@ -64,9 +62,50 @@ int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y
                     for (int j = 0; j < 4; ++j) ut[((i * 4 + j) * Kg + k) * Cg + c] = u[j];
                 }
             }
+#pragma omp parallel for schedule(static) num_threads(nt)
         for (int xi = 0; xi < 16; ++xi)
             fc_pack_a_full(kr, 0, Kg, Cg, ut + xi * Kg * Cg, Cg, up + (g * 16 + xi) * apx);
     }
+    fc_free(ut);
+    return 0;
+}
+
+/* x (N,C,H,W), w (K,C/g,3,3) -> y (N,K,P,Q); 0, or -1 out of memory. */
+int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t P, int64_t Q,
+                     int64_t pt, int64_t pl, int64_t groups, int relu)
+{
+    float *up = fc_alloc_floats(fc_conv_winograd_weights_size(K, C, groups));
+    int rc = up ? fc_conv_winograd_weights(w, up, K, C, groups) : -1;
+    if (rc == 0)
+        rc = fc_conv_winograd_prepacked(x, up, bias, y, N, C, H, W, K, P, Q, pt, pl, groups,
+                                        relu);
+    fc_free(up);
+    return rc;
+}
+
+/* x (N,C,H,W), up from fc_conv_winograd_weights -> y (N,K,P,Q); 0, or -1 out of memory. */
+int fc_conv_winograd_prepacked(const float *x, const float *up, const float *bias, float *y,
+                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                               int64_t P, int64_t Q, int64_t pt, int64_t pl, int64_t groups,
+                               int relu)
+{
+    const fc_kernel *kr = fc_gemm_kernel();
+    const int64_t Cg = C / groups, Kg = K / groups, TH = cdiv(P, 2), TW = cdiv(Q, 2);
+    const int64_t T = TH * TW;
+    int nt = fc_threads_for(N * K * P * Q * Cg * 9, 64 * 64 * 64);
+    /* tile blocks of <= 64 tiles, as even as possible, and per image a multiple of the
+       thread count when the batch alone cannot feed the threads */
+    int64_t nblk = cdiv(T, 64);
+    if (N < 4 * nt) nblk = min64(T, cdiv(nblk, nt) * nt);
+    const int64_t nb = cdiv(T, nblk), ntb = cdiv(T, nb), items = N * ntb;
+    if (items < nt) nt = (int)items;
+    const int64_t apx = packed_u_block(kr, Kg, Cg); /* one packed U[g][xi] */
+    /* per-thread V, M, GEMM B workspace, each rounded to 16 floats (64-byte aligned) */
+    const int64_t vsz = cdiv(16 * Cg * nb, 16) * 16, msz = cdiv(16 * Kg * nb, 16) * 16;
+    const int64_t wbsz = cdiv(fc_ws_b_size(kr, nb, Cg), 16) * 16;
+    float *ws = fc_alloc_floats(fc_mul_ws(vsz + msz + wbsz, nt));
+    if (!ws) return -1;
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t it = 0; it < items; ++it) {
@@ -136,8 +175,6 @@ int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y
             }
         }
     }
-    fc_free(up);
-    fc_free(ut);
     fc_free(ws);
     return 0;
 }

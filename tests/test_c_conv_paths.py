@@ -166,6 +166,79 @@ def test_auto_choice_per_named_layer(layer):
     assert c.conv2d_choose(p) == expected, name
 
 
+# The planner's pick (fc_conv2d_choose_planned): weights transformed once per plan make
+# Winograd pay on every 3x3 stride-1 layer with >= 96 channels on both sides.
+PLANNED = {"alexnet.conv3": "winograd", "alexnet.conv4": "winograd", "alexnet.conv5": "winograd",
+           "vgg16.conv1_2": "indirect", "vgg16.conv3_2": "winograd", "vgg16.conv5_2": "winograd"}
+
+
+@pytest.mark.parametrize("layer", NAMED, ids=lambda l: l[0])
+def test_planned_choice_per_named_layer(layer):
+    name, N, C, H, W, K, R, S, stride, pad, groups, auto = layer
+    p = _checks.check_conv2d(np.empty((N, C, H, W), np.float32),
+                             np.empty((K, C // groups, R, S), np.float32), None, stride, pad, 1,
+                             groups)
+    planned = c._ALGO_NAMES[c.lib.fc_conv2d_choose_planned(*c._shape(p))]
+    assert planned == PLANNED.get(name, auto), name
+
+
+# (N, C, H, W, K, stride, padding, groups): shapes the planner sends to prepacked Winograd
+# (ragged P/Q, asymmetric pads, groups, batch) and one it does not (C = 64).
+PREPARED = [
+    (1, 96, 7, 9, 100, 1, 1, 1),
+    (2, 128, 6, 5, 96, 1, (1, 0, 2, 1), 1),
+    (1, 192, 5, 5, 192, 1, 1, 2),
+    (1, 64, 8, 8, 64, 1, 1, 1),
+    (1, 128, 9, 9, 128, 2, 1, 1),      # stride 2: not Winograd
+]
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", PREPARED, ids=str)
+def test_prepared_conv2d_matches_conv2d(shape, bias, activation):
+    """prepare_conv2d (the network plan's conv) computes what conv2d computes: bit for bit
+    the forced algorithm the planner picked, and the spec within float32 rounding."""
+    N, C, H, W, K, stride, padding, groups = shape
+    x, w, b, p = _case((N, C, H, W, K, 3, 3, stride, padding, 1, groups), bias, activation)
+    planned = c._ALGO_NAMES[c.lib.fc_conv2d_choose_planned(*c._shape(p))]
+    run = c.prepare_conv2d(w, b, p, activation)
+    y = run(x)
+    forced = planned if planned == "winograd" else "auto"
+    np.testing.assert_array_equal(y, c.conv2d(x, w, b, p, activation, forced))
+    assert_close(y, _ref64(x, w, b, p, activation), reduction=C // groups * 9, case=str(shape))
+    out = np.full(p.out_shape, np.nan, np.float32)
+    assert run(x, out=out) is out
+    np.testing.assert_array_equal(out, y)
+
+
+def test_prepared_winograd_falls_back_on_non_finite_values():
+    x, w, b, p = _case((1, 96, 6, 6, 96, 3, 3, 1, 1, 1, 1), True, None)
+    run = c.prepare_conv2d(w, b, p, None)
+    x[0, 5, 2, 3] = np.inf  # Winograd's transforms would turn the inf into NaN (inf - inf)
+    np.testing.assert_array_equal(run(x), c.conv2d(x, w, b, p, None, "indirect"))
+    w_inf = w.copy()
+    w_inf[3, 0, 1, 1] = -np.inf
+    x[0, 5, 2, 3] = 0.5
+    np.testing.assert_array_equal(c.prepare_conv2d(w_inf, b, p, None)(x),
+                                  c.conv2d(x, w_inf, b, p, None, "auto"))
+
+
+def test_network_plan_uses_prepared_winograd():
+    """A planned Conv2d on the c backend gives the prepacked Winograd result bit for bit."""
+    import fastconv
+    from fastconv import nn
+
+    layer = nn.Conv2d(128, 128, 3, padding=1)
+    model = nn.Sequential(layer)
+    x = rand((1, 128, 10, 10), 7)
+    with fastconv.use_backend("c"):
+        y = model(x)
+    p = _checks.check_conv2d(x, layer.weight, layer.bias, 1, 1, 1, 1)
+    np.testing.assert_array_equal(y, c.conv2d(x, layer.weight, layer.bias, p, None,
+                                              "winograd"))
+
+
 # Peak RSS from /proc/self/status VmHWM, the high-water mark of this process image:
 # getrusage's ru_maxrss would also carry the parent's peak over the fork + exec (Linux
 # keeps the larger of the two), and the pytest parent may be bigger than this script.

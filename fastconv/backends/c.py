@@ -71,6 +71,39 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto", out=None):
     return y
 
 
+def _aligned_empty(n, align=64):
+    """n float32s starting on an ``align``-byte boundary (packed GEMM panels)."""
+    raw = np.empty(n + align // 4, np.float32)
+    skip = (-raw.ctypes.data % align) // 4
+    return raw[skip:skip + n]
+
+
+def prepare_conv2d(weight, bias, p, activation):
+    """conv2d for a network plan, whose weights stay fixed from call to call: a callable
+    ``(x, out=None) -> y`` that computes what ``conv2d(x, weight, bias, p, activation)``
+    does. Where ``fc_conv2d_choose_planned`` picks Winograd, the weights' transform (16 K C
+    floats, as costly as the whole 14x14 layer) is done here once instead of per call.
+    Non-finite inputs fall back as in ``conv2d``."""
+    if _ALGO_NAMES[lib.fc_conv2d_choose_planned(*_shape(p))] != "winograd" or \
+            not all_finite(weight):
+        return lambda x, out=None: conv2d(x, weight, bias, p, activation, out=out)
+    packed = _aligned_empty(lib.fc_conv_winograd_weights_size(p.K, p.C, p.groups))
+    _ok(lib.fc_conv_winograd_weights(_p(weight), _p(packed), p.K, p.C, p.groups))
+    relu = activation == "relu"
+
+    def winograd_prepacked(x, out=None):
+        if not all_finite(x):
+            return conv2d(x, weight, bias, p, activation,
+                          algorithm=WINOGRAD_NONFINITE_FALLBACK["c"], out=out)
+        y = _out(p.out_shape, out)
+        _ok(lib.fc_conv_winograd_prepacked(_p(x), _p(packed), _p(bias), _p(y), p.N, p.C, p.H,
+                                           p.W, p.K, p.P, p.Q, p.pad_top, p.pad_left,
+                                           p.groups, relu))
+        return y
+
+    return winograd_prepacked
+
+
 def max_pool2d(x, p, out=None):
     y = _out(p.out_shape, out)
     _ok(lib.fc_max_pool2d(_p(x), _p(y), p.N, p.C, p.H, p.W, p.P, p.Q, p.kernel_h, p.kernel_w,

@@ -284,6 +284,9 @@ class Plan:
                 name, kernel = self._kernel("conv2d")
                 p, act = layer.params_for(shapes[0]), layer.activation
                 w, b = self._constant(name, layer.weight), self._constant(name, layer.bias)
+                prepare = getattr(_registry.backend_module(name), "prepare_conv2d", None)
+                if prepare is not None:  # weights transformed once per plan (c: Winograd)
+                    return self._bound(name, "conv2d", prepare(w, b, p, act))
                 return self._bound(name, "conv2d", lambda x, **o: kernel(x, w, b, p, act, **o))
             if isinstance(layer, L.Linear) and len(shapes[0]) == 2:
                 name, kernel = self._kernel("linear")
