@@ -145,11 +145,36 @@ static void conv_item(const conv_ctx *cx, int64_t it, float *col, float *wb, int
     fc_gemm_run(&a, cx->kr, NULL, wb, nthreads);
 }
 
-/* x (N,C,H,W), w (K,C/g,R,S) -> y (N,K,P,Q) via packed weights x (im2col tile | input). */
-static int conv_gemm(const float *x, const float *w, const float *bias, float *y, int64_t N,
-                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
-                     int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                     int64_t dh, int64_t dw, int64_t groups, int relu)
+/* Floats of one group's packed weights (64-byte aligned blocks) and of all groups. */
+static int64_t gemm_wpack_group(const fc_kernel *kr, int64_t Kg, int64_t CRS)
+{
+    return (fc_packed_a_size(kr, Kg, CRS) + 15) / 16 * 16;
+}
+
+static int64_t conv_gemm_weights_size(int64_t K, int64_t CRS_g, int64_t groups)
+{
+    return fc_mul_ws(gemm_wpack_group(fc_gemm_kernel(), K / groups, CRS_g), groups);
+}
+
+/* w (K, CRS_g) per group -> the GEMM's packed A panels, groups in parallel. */
+static void conv_gemm_weights(const float *w, float *wp, int64_t K, int64_t CRS_g,
+                              int64_t groups)
+{
+    const fc_kernel *kr = fc_gemm_kernel();
+    const int64_t Kg = K / groups, apg = gemm_wpack_group(kr, Kg, CRS_g);
+    const int nt = groups > 1 ? fc_threads_for(K * CRS_g, 1 << 15) : 1;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t g = 0; g < groups; ++g)
+        fc_pack_a_full(kr, 0, Kg, CRS_g, w + g * Kg * CRS_g, CRS_g, wp + g * apg);
+}
+
+/* x (N,C,H,W), wp (conv_gemm_weights) -> y (N,K,P,Q) via packed weights x (im2col tile |
+   input); 0, or -1 out of memory. */
+static int conv_gemm_prepacked(const float *x, const float *wp, const float *bias, float *y,
+                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                               int64_t R, int64_t S, int64_t P, int64_t Q, int64_t sh,
+                               int64_t sw, int64_t pt, int64_t pl, int64_t dh, int64_t dw,
+                               int64_t groups, int relu)
 {
     const fc_kernel *kr = fc_gemm_kernel();
     const int64_t Cg = C / groups, Kg = K / groups, CRS = Cg * R * S, PQ = P * Q;
@@ -174,16 +199,15 @@ static int conv_gemm(const float *x, const float *w, const float *bias, float *y
     const int outer = items >= nt;   /* else: the GEMM is the parallel part */
     const int nbuf = outer ? nt : 1; /* col buffers */
 
-    const int64_t apg = fc_packed_a_size(kr, Kg, CRS), colsz = one_by_one ? 0 : fc_mul_ws(CRS, T);
-    float *wp = fc_alloc_floats(fc_mul_ws(apg, groups)); /* -1 on overflow: refused */
+    const int64_t apg = gemm_wpack_group(kr, Kg, CRS), colsz = one_by_one ? 0 : fc_mul_ws(CRS, T);
     float *col = fc_alloc_floats(fc_mul_ws(colsz, nbuf));
     const int64_t wbsz = fc_ws_b_size(kr, T, CRS);
     float *wb = fc_alloc_floats(fc_mul_ws(wbsz, nt));
-    int rc = -1;
-    if (!wp || !col || !wb) goto done;
-    for (int64_t g = 0; g < groups; ++g)
-        fc_pack_a_full(kr, 0, Kg, CRS, w + g * Kg * CRS, CRS, wp + g * apg);
-
+    if (!col || !wb) {
+        fc_free(col);
+        fc_free(wb);
+        return -1;
+    }
     conv_ctx cx = {x, bias, y, wp, kr, C, H, W, K, R, S, Q, sh, sw, pt, pl, dh, dw, groups,
                    relu, one_by_one, Cg, Kg, CRS, PQ, T, ntiles, apg};
     if (outer) {
@@ -197,11 +221,26 @@ static int conv_gemm(const float *x, const float *w, const float *bias, float *y
     } else {
         for (int64_t it = 0; it < items; ++it) conv_item(&cx, it, col, wb, nt);
     }
-    rc = 0;
-done:
-    fc_free(wp);
     fc_free(col);
     fc_free(wb);
+    return 0;
+}
+
+/* The same, packing the weights per call. */
+static int conv_gemm(const float *x, const float *w, const float *bias, float *y, int64_t N,
+                     int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
+                     int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                     int64_t dh, int64_t dw, int64_t groups, int relu)
+{
+    const int64_t CRS = C / groups * R * S;
+    float *wp = fc_alloc_floats(conv_gemm_weights_size(K, CRS, groups)); /* -1: refused */
+    int rc = -1;
+    if (wp) {
+        conv_gemm_weights(w, wp, K, CRS, groups);
+        rc = conv_gemm_prepacked(x, wp, bias, y, N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh,
+                                 dw, groups, relu);
+    }
+    fc_free(wp);
     return rc;
 }
 
@@ -231,8 +270,8 @@ int fc_conv2d_supports(int algo, CONV_SHAPE_ARGS)
 }
 
 /* The "auto" policy (single-thread timings vs PyTorch/oneDNN on Zen 3, AVX2, see header). */
-#ifndef FC_WINO_PLANNED_MIN_C
-#define FC_WINO_PLANNED_MIN_C 96
+#ifndef FC_WINO_PLANNED_MIN_CK
+#define FC_WINO_PLANNED_MIN_CK (96 * 96)
 #endif
 
 int fc_conv2d_choose(CONV_SHAPE_ARGS)
@@ -262,18 +301,31 @@ int fc_conv2d_choose(CONV_SHAPE_ARGS)
     return FC_CONV_INDIRECT;
 }
 
-/* The pick for a layer of a planned network, whose weights are transformed once
-   (fc_conv_winograd_weights): Winograd's per-call cost is then its input and output
-   transforms alone, which pay for themselves with enough channels on both sides, however
-   few the tiles (VGG conv5 at 14x14: 49 tiles per image). */
+/* The pick for a layer of a planned network, whose weights are prepared once
+   (fc_conv2d_prepare_weights). Per call, Winograd then costs its input and output
+   transforms alone, and the packed GEMM its B side alone, so both pay where the per-call
+   preparation made them lose (single-thread timings on Zen 3, ResNet-50 / VGG / GoogLeNet
+   layers at batch 1, prepared vs the per-call pick):
+   - Winograd: 3x3 s1 with Cg Kg >= 96^2 (and both >= 64), however few the tiles: VGG conv5
+     at 14x14 8.3 vs 13.8 ms, AlexNet conv3 13x13 2.0 vs 3.0, GoogLeNet 3x3 64->192 8.7 vs 11.1.
+     (64 -> 64 and 64 -> 128 stay on the indirect / GEMM kernels: the transforms dominate.)
+   - packed GEMM: every 1x1 (ResNet 1x1 at 7x7..28x28: 1.2-1.5 vs 1.4-2.3 ms, strided 1x1
+     downsamples 2.6-3.1 vs 3.6-6.2 ms), and layers of <= 256 output pixels with >= 64K
+     weights, where the per-call weight packing of the indirect kernel dominated (ResNet
+     3x3/2 at 7x7: 4.1 vs 8.3 ms; LeNet's conv2, 2.4K weights, stays indirect: 17 vs 27 us).
+   Everything else: fc_conv2d_choose's pick. */
 int fc_conv2d_choose_planned(CONV_SHAPE_ARGS)
 {
     const int64_t Cg = C / groups, Kg = K / groups;
+    const int per_call = fc_conv2d_choose(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,
+                                          groups);
+    if (per_call == FC_CONV_DIRECT) return per_call; /* depthwise-like, Kg <= 4 */
     if (fc_conv2d_supports(FC_CONV_WINOGRAD, N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,
                            groups) &&
-        Cg >= FC_WINO_PLANNED_MIN_C && Kg >= FC_WINO_PLANNED_MIN_C)
+        Cg >= 64 && Kg >= 64 && Cg * Kg >= FC_WINO_PLANNED_MIN_CK)
         return FC_CONV_WINOGRAD;
-    return fc_conv2d_choose(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups);
+    if ((R == 1 && S == 1) || (P * Q <= 256 && Kg * Cg * R * S >= 65536)) return FC_CONV_GEMM;
+    return per_call;
 }
 
 /* x (N,C,H,W), w (K,C/g,R,S), bias (K,) | NULL -> y (N,K,P,Q);
@@ -304,5 +356,43 @@ int fc_conv2d(const float *x, const float *w, const float *bias, float *y, int64
     default:
         return conv_gemm(x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w,
                          pad_top, pad_left, dil_h, dil_w, groups, relu);
+    }
+}
+
+/* ------------------------------------------------------------------ prepared weights */
+
+int64_t fc_conv2d_weights_size(int algo, CONV_SHAPE_ARGS)
+{
+    (void)N, (void)H, (void)W, (void)P, (void)Q, (void)sh, (void)sw, (void)pt, (void)pl;
+    (void)dh, (void)dw;
+    switch (algo) {
+    case FC_CONV_GEMM: return conv_gemm_weights_size(K, C / groups * R * S, groups);
+    case FC_CONV_WINOGRAD: return fc_conv_winograd_weights_size(K, C, groups);
+    default: return 0;
+    }
+}
+
+int fc_conv2d_prepare_weights(int algo, const float *w, float *packed, CONV_SHAPE_ARGS)
+{
+    (void)N, (void)H, (void)W, (void)P, (void)Q, (void)sh, (void)sw, (void)pt, (void)pl;
+    (void)dh, (void)dw;
+    switch (algo) {
+    case FC_CONV_GEMM: conv_gemm_weights(w, packed, K, C / groups * R * S, groups); return 0;
+    case FC_CONV_WINOGRAD: return fc_conv_winograd_weights(w, packed, K, C, groups);
+    default: return 0;
+    }
+}
+
+int fc_conv2d_prepacked(int algo, const float *x, const float *packed, const float *bias,
+                        float *y, CONV_SHAPE_ARGS, int relu)
+{
+    switch (algo) {
+    case FC_CONV_GEMM:
+        return conv_gemm_prepacked(x, packed, bias, y, N, C, H, W, K, R, S, P, Q, sh, sw, pt,
+                                   pl, dh, dw, groups, relu);
+    case FC_CONV_WINOGRAD:
+        return fc_conv_winograd_prepacked(x, packed, bias, y, N, C, H, W, K, P, Q, pt, pl,
+                                          groups, relu);
+    default: return -2;
     }
 }

@@ -3,6 +3,8 @@
  *
  * Variants inside, and why:
  *   fc_relu        v <= 0 ? 0 : v, which maps -0 to +0 and keeps NaN (PyTorch), vectorises.
+ *   fc_add         a + b (then ReLU): the network runner's residual sum, one pass, no
+ *                  temporaries (NumPy's add then a ReLU pass read and write twice).
  *   fc_softmax     inner == 1: one contiguous row at a time; inner > 1: 256 inner columns
  *                  at a time so every pass over L runs along contiguous memory.
  *                  Max-subtracted; the max propagates NaN, so a NaN or +inf row gives NaN
@@ -102,6 +104,22 @@ FC_CLONES void fc_relu(const float *x, float *y, int64_t n)
     for (int64_t c = 0; c < nchunks; ++c) {
         int64_t i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
         for (int64_t i = c * chunk; i < i1; ++i) y[i] = fc_relu1(x[i]);
+    }
+}
+
+/* a, b (n,) -> y (n,) = a + b, then ReLU when relu; y may be a or b. */
+FC_CLONES void fc_add(const float *a, const float *b, float *y, int64_t n, int relu)
+{
+    const int64_t chunk = 1 << 16;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    int nt = fc_threads_for(n, chunk);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t c = 0; c < nchunks; ++c) {
+        int64_t i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        if (relu)
+            for (int64_t i = c * chunk; i < i1; ++i) y[i] = fc_relu1(a[i] + b[i]);
+        else
+            for (int64_t i = c * chunk; i < i1; ++i) y[i] = a[i] + b[i];
     }
 }
 

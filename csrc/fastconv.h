@@ -85,18 +85,27 @@ int fc_conv2d_supports(int algo, int64_t N, int64_t C, int64_t H, int64_t W, int
                        int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
                        int64_t dil_w, int64_t groups);
 
-/* Winograd with the weight transform done once (a planned network's fixed weights):
-   fc_conv_winograd_weights fills fc_conv_winograd_weights_size floats (64-byte aligned) with
-   U = G w G^T packed for this process's GEMM kernel, and fc_conv_winograd_prepacked runs
-   the convolution on them. Shapes as fc_conv2d with R = S = 3, stride 1, dilation 1;
-   both return 0, or -1 out of memory. fc_conv2d_choose_planned: fc_conv2d_choose's pick
-   for a layer whose weights are prepared once (Winograd pays on fewer tiles then). */
-int64_t fc_conv_winograd_weights_size(int64_t K, int64_t C, int64_t groups);
-int fc_conv_winograd_weights(const float *w, float *up, int64_t K, int64_t C, int64_t groups);
-int fc_conv_winograd_prepacked(const float *x, const float *up, const float *bias, float *y,
-                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
-                               int64_t P, int64_t Q, int64_t pad_top, int64_t pad_left,
-                               int64_t groups, int relu);
+/* Weights prepared once, for a network plan whose weights stay fixed from call to call:
+   fc_conv2d_weights_size(algo, ...) floats (0: algo has nothing to prepare; allocate them
+   64-byte aligned) take fc_conv2d_prepare_weights's output -- the packed GEMM panels
+   (FC_CONV_GEMM) or the Winograd transform U = G w G^T packed the same way
+   (FC_CONV_WINOGRAD), both for this process's GEMM kernel -- and fc_conv2d_prepacked runs
+   algo on them instead of preparing them per call. Shapes as fc_conv2d; algo must support
+   the shape (fc_conv2d_supports). Both return 0, or -1 out of memory.
+   fc_conv2d_choose_planned: the pick for such a layer (preparation changes what pays). */
+int64_t fc_conv2d_weights_size(int algo, int64_t N, int64_t C, int64_t H, int64_t W,
+                               int64_t K, int64_t R, int64_t S, int64_t P, int64_t Q,
+                               int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                               int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups);
+int fc_conv2d_prepare_weights(int algo, const float *w, float *packed, int64_t N, int64_t C,
+                              int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t P,
+                              int64_t Q, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                              int64_t pad_left, int64_t dil_h, int64_t dil_w, int64_t groups);
+int fc_conv2d_prepacked(int algo, const float *x, const float *packed, const float *bias,
+                        float *y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                        int64_t R, int64_t S, int64_t P, int64_t Q, int64_t stride_h,
+                        int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t dil_h,
+                        int64_t dil_w, int64_t groups, int relu);
 int fc_conv2d_choose_planned(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
                              int64_t S, int64_t P, int64_t Q, int64_t stride_h,
                              int64_t stride_w, int64_t pad_top, int64_t pad_left,
@@ -119,6 +128,8 @@ void fc_global_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int64_
 
 /* x (n,) -> y (n,): x > 0 ? x : +0, NaN stays NaN. */
 void fc_relu(const float *x, float *y, int64_t n);
+/* a, b (n,) -> y (n,): a + b, then ReLU when relu != 0 (as fc_relu). y may alias a or b. */
+void fc_add(const float *a, const float *b, float *y, int64_t n, int relu);
 /* x (outer,L,inner) -> y, softmax over L (max-subtracted). */
 void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, int64_t inner);
 /* x (N,C,L) -> y: x / (k + alpha/size * sum_{c' in [c-size/2, c+(size-1)/2]} x[c']^2)^beta. */
@@ -308,7 +319,13 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
                      int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
                      int64_t P, int64_t Q, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                      int64_t dh, int64_t dw, int64_t groups, int relu);
-/* w (K,C/g,3,3), stride 1, dilation 1 */
+/* w (K,C/g,3,3), stride 1, dilation 1; U: fc_conv_winograd_weights_size floats */
+int64_t fc_conv_winograd_weights_size(int64_t K, int64_t C, int64_t groups);
+int fc_conv_winograd_weights(const float *w, float *up, int64_t K, int64_t C, int64_t groups);
+int fc_conv_winograd_prepacked(const float *x, const float *up, const float *bias, float *y,
+                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                               int64_t P, int64_t Q, int64_t pt, int64_t pl, int64_t groups,
+                               int relu);
 int fc_conv_winograd(const float *x, const float *w, const float *bias, float *y, int64_t N,
                      int64_t C, int64_t H, int64_t W, int64_t K, int64_t P, int64_t Q,
                      int64_t pt, int64_t pl, int64_t groups, int relu);

@@ -154,6 +154,7 @@ NAMED = [
     ("lenet5.conv1.b64", 64, 1, 32, 32, 6, 5, 5, 1, 0, 1, "indirect"),
     ("lenet5.conv2.b64", 64, 6, 14, 14, 16, 5, 5, 1, 0, 1, "indirect"),
     ("depthwise3x3", 1, 32, 56, 56, 32, 3, 3, 1, 1, 32, "direct"),
+    ("resnet50.res4_3x3s2", 1, 512, 14, 14, 512, 3, 3, 2, 1, 1, "indirect"),
 ]
 
 
@@ -166,10 +167,13 @@ def test_auto_choice_per_named_layer(layer):
     assert c.conv2d_choose(p) == expected, name
 
 
-# The planner's pick (fc_conv2d_choose_planned): weights transformed once per plan make
-# Winograd pay on every 3x3 stride-1 layer with >= 96 channels on both sides.
+# The planner's pick (fc_conv2d_choose_planned): weights prepared once per plan make
+# Winograd pay on 3x3 stride-1 layers with enough channels, and the packed GEMM on 1x1
+# layers and on small outputs with many weights.
 PLANNED = {"alexnet.conv3": "winograd", "alexnet.conv4": "winograd", "alexnet.conv5": "winograd",
-           "vgg16.conv1_2": "indirect", "vgg16.conv3_2": "winograd", "vgg16.conv5_2": "winograd"}
+           "vgg16.conv1_2": "indirect", "vgg16.conv3_2": "winograd", "vgg16.conv5_2": "winograd",
+           "resnet50.res3_1x1a": "gemm", "resnet50.res4_1x1c": "gemm",
+           "resnet50.res5_1x1a": "gemm", "resnet50.res4_3x3s2": "gemm"}
 
 
 @pytest.mark.parametrize("layer", NAMED, ids=lambda l: l[0])
@@ -182,31 +186,35 @@ def test_planned_choice_per_named_layer(layer):
     assert planned == PLANNED.get(name, auto), name
 
 
-# (N, C, H, W, K, stride, padding, groups): shapes the planner sends to prepacked Winograd
-# (ragged P/Q, asymmetric pads, groups, batch) and one it does not (C = 64).
+# (N, C, H, W, K, R, stride, padding, groups): shapes the planner sends to prepacked
+# Winograd (ragged P/Q, asymmetric pads, groups, batch), to the prepacked GEMM (1x1 with and
+# without stride, a strided 3x3 with 64K+ weights, grouped), and to neither (C = 64).
 PREPARED = [
-    (1, 96, 7, 9, 100, 1, 1, 1),
-    (2, 128, 6, 5, 96, 1, (1, 0, 2, 1), 1),
-    (1, 192, 5, 5, 192, 1, 1, 2),
-    (1, 64, 8, 8, 64, 1, 1, 1),
-    (1, 128, 9, 9, 128, 2, 1, 1),      # stride 2: not Winograd
+    ((1, 96, 7, 9, 100, 3, 1, 1, 1), "winograd"),
+    ((2, 128, 6, 5, 96, 3, 1, (1, 0, 2, 1), 1), "winograd"),
+    ((1, 192, 5, 5, 192, 3, 1, 1, 2), "winograd"),
+    ((2, 40, 7, 6, 33, 1, 1, 0, 1), "gemm"),
+    ((1, 48, 9, 7, 70, 1, 2, 0, 1), "gemm"),
+    ((1, 128, 9, 9, 130, 3, 2, 1, 1), "gemm"),
+    ((2, 256, 5, 6, 512, 3, 2, 1, 2), "gemm"),
+    ((1, 64, 8, 8, 64, 3, 1, 1, 1), "indirect"),
 ]
 
 
 @pytest.mark.parametrize("activation", [None, "relu"])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", PREPARED, ids=str)
-def test_prepared_conv2d_matches_conv2d(shape, bias, activation):
+@pytest.mark.parametrize("shape,planned", PREPARED, ids=str)
+def test_prepared_conv2d_matches_conv2d(shape, planned, bias, activation):
     """prepare_conv2d (the network plan's conv) computes what conv2d computes: bit for bit
     the forced algorithm the planner picked, and the spec within float32 rounding."""
-    N, C, H, W, K, stride, padding, groups = shape
-    x, w, b, p = _case((N, C, H, W, K, 3, 3, stride, padding, 1, groups), bias, activation)
-    planned = c._ALGO_NAMES[c.lib.fc_conv2d_choose_planned(*c._shape(p))]
+    N, C, H, W, K, R, stride, padding, groups = shape
+    x, w, b, p = _case((N, C, H, W, K, R, R, stride, padding, 1, groups), bias, activation)
+    assert c._ALGO_NAMES[c.lib.fc_conv2d_choose_planned(*c._shape(p))] == planned
     run = c.prepare_conv2d(w, b, p, activation)
     y = run(x)
-    forced = planned if planned == "winograd" else "auto"
-    np.testing.assert_array_equal(y, c.conv2d(x, w, b, p, activation, forced))
-    assert_close(y, _ref64(x, w, b, p, activation), reduction=C // groups * 9, case=str(shape))
+    np.testing.assert_array_equal(y, c.conv2d(x, w, b, p, activation, planned))
+    assert_close(y, _ref64(x, w, b, p, activation), reduction=C // groups * R * R,
+                 case=str(shape))
     out = np.full(p.out_shape, np.nan, np.float32)
     assert run(x, out=out) is out
     np.testing.assert_array_equal(out, y)

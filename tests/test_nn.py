@@ -148,6 +148,34 @@ def test_run_feeds_and_multiple_outputs():
         g.run({"a": a})
 
 
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_planned_add_matches_numpy_bit_for_bit(backend, activation):
+    """The plan's residual sum (the c backend's fused fc_add, NumPy or the GPU elsewhere)
+    gives a + b (then ReLU) exactly, NaN and -0.0 included, into reused buffers call after
+    call; broadcasting adds (host backends) keep the NumPy path."""
+    from conftest import runs_like_naive
+
+    g = nn.Graph(inputs=["a", "b"], outputs=["s"])
+    g.add("t", nn.Add(), ["a", "b"])
+    g.add("s", nn.Add(activation=activation), ["t", "b"])
+    shape = (2, 3, 4, 5) if runs_like_naive(backend) else (2, 3, 70, 71)
+    a, b = rand(shape, 1), rand(shape, 2)
+    a[0, 0, 0, :4] = [np.nan, -0.0, 0.0, -1.0]
+    b[0, 0, 0, :4] = [1.0, -0.0, -0.0, 0.5]
+    t = a + b
+    ref = t + b
+    if activation == "relu":
+        ref = np.where(ref > 0, ref, np.where(np.isnan(ref), ref, np.float32(0)))
+    with fc.use_backend(backend):
+        for _ in range(2):
+            np.testing.assert_array_equal(g(a, b), ref)
+        if backend == "cuda":
+            return  # device Adds need equal shapes (a clear ValueError otherwise)
+        c = rand((1,) + shape[1:], 3)  # broadcast over the batch
+        np.testing.assert_array_equal(g(a, c), (a + c) + c if activation is None
+                                      else np.maximum((a + c) + c, 0))
+
+
 def test_graph_on_device_keeps_activations_there():
     """On the cuda backend the input is uploaded once and every activation stays on the
     device; host in -> host out, device in -> device out."""

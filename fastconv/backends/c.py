@@ -23,7 +23,7 @@ def _p(a):
 
 # The network planner passes ``out=``, a buffer of the output's shape that it reuses call
 # after call (no fresh pages to fault in per layer); the public ops never do.
-TAKES_OUT = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "relu")
+TAKES_OUT = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "relu", "add")
 
 
 def _out(shape, out=None):
@@ -81,27 +81,29 @@ def _aligned_empty(n, align=64):
 def prepare_conv2d(weight, bias, p, activation):
     """conv2d for a network plan, whose weights stay fixed from call to call: a callable
     ``(x, out=None) -> y`` that computes what ``conv2d(x, weight, bias, p, activation)``
-    does. Where ``fc_conv2d_choose_planned`` picks Winograd, the weights' transform (16 K C
-    floats, as costly as the whole 14x14 layer) is done here once instead of per call.
+    does, with the algorithm ``fc_conv2d_choose_planned`` picks. Where that algorithm
+    prepares its weights (the GEMM's packed panels, Winograd's transform: K C R S floats
+    written per call, as costly as a whole 7x7 or 14x14 layer), it is done here once.
     Non-finite inputs fall back as in ``conv2d``."""
-    if _ALGO_NAMES[lib.fc_conv2d_choose_planned(*_shape(p))] != "winograd" or \
-            not all_finite(weight):
-        return lambda x, out=None: conv2d(x, weight, bias, p, activation, out=out)
-    packed = _aligned_empty(lib.fc_conv_winograd_weights_size(p.K, p.C, p.groups))
-    _ok(lib.fc_conv_winograd_weights(_p(weight), _p(packed), p.K, p.C, p.groups))
+    algo = lib.fc_conv2d_choose_planned(*_shape(p))
+    size = lib.fc_conv2d_weights_size(algo, *_shape(p))
+    winograd = _ALGO_NAMES[algo] == "winograd"
+    if size == 0 or (winograd and not all_finite(weight)):
+        name = "auto" if winograd else _ALGO_NAMES[algo]
+        return lambda x, out=None: conv2d(x, weight, bias, p, activation, name, out=out)
+    packed = _aligned_empty(size)
+    _ok(lib.fc_conv2d_prepare_weights(algo, _p(weight), _p(packed), *_shape(p)))
     relu = activation == "relu"
 
-    def winograd_prepacked(x, out=None):
-        if not all_finite(x):
+    def conv2d_prepacked(x, out=None):
+        if winograd and not all_finite(x):
             return conv2d(x, weight, bias, p, activation,
                           algorithm=WINOGRAD_NONFINITE_FALLBACK["c"], out=out)
         y = _out(p.out_shape, out)
-        _ok(lib.fc_conv_winograd_prepacked(_p(x), _p(packed), _p(bias), _p(y), p.N, p.C, p.H,
-                                           p.W, p.K, p.P, p.Q, p.pad_top, p.pad_left,
-                                           p.groups, relu))
+        _ok(lib.fc_conv2d_prepacked(algo, _p(x), _p(packed), _p(bias), _p(y), *_shape(p), relu))
         return y
 
-    return winograd_prepacked
+    return conv2d_prepacked
 
 
 def max_pool2d(x, p, out=None):
@@ -198,6 +200,15 @@ def linear(x, weight, bias, out=None):
 def relu(x, out=None):
     y = _out(x.shape, out)
     lib.fc_relu(_p(x), _p(y), x.size)
+    return y
+
+
+def add(a, b, activation=None, out=None):
+    """a + b (then ReLU) of two equal-shape arrays: the network runner's residual sum (not a
+    public op; fastconv.nn.Add uses NumPy elsewhere)."""
+    assert a.shape == b.shape
+    y = _out(a.shape, out)
+    lib.fc_add(_p(a), _p(b), _p(y), a.size, activation == "relu")
     return y
 
 

@@ -303,6 +303,12 @@ class Plan:
             if isinstance(layer, L.ReLU):
                 name, kernel = self._kernel("relu")
                 return self._bound(name, "relu", kernel)
+            if isinstance(layer, L.Add) and len(shapes) == 2 and shapes[0] == shapes[1]:
+                name, _ = self._kernel("relu")  # the backend that runs this plan's kernels
+                add = getattr(_registry.backend_module(name), "add", None)
+                if add is not None and name not in _registry.DEVICE_BACKENDS:
+                    act = layer.activation
+                    return self._bound(name, "add", lambda a, b, **o: add(a, b, act, **o))
         backend = self.backend
 
         def through_public_ops(*xs):
