@@ -16,8 +16,10 @@
  *                     thread) for long reductions over many pixels (C*R*S > 2048, P*Q >= 196:
  *                     VGG conv5_2), where the GEMM's KC blocking keeps operands in cache.
  *   FC_CONV_WINOGRAD  (winograd.c) F(2x2,3x3) for 3x3 stride-1 undilated layers with
- *                     Cg, Kg >= 128 and >= 196 tiles (VGG conv3_2): 2.25x fewer MACs, batched
- *                     as 16 packed GEMMs per tile block.
+ *                     Cg >= 64, Kg >= 32 and >= 196 tiles (VGG conv1_2..conv4): 2.25x fewer
+ *                     MACs, batched as 16 packed GEMMs per tile block.
+ * A network plan prepares the weights of the GEMM and Winograd algorithms once
+ * (fc_conv2d_prepare_weights) and picks with fc_conv2d_choose_planned, below.
  *   FC_CONV_INDIRECT  (conv_fast.c) everything else: implicit GEMM, 6 pixels x 16 channels
  *                     broadcast straight from the (padded) input through a tap-offset table,
  *                     weights packed once per call. No im2col at all: AlexNet conv1-5, VGG
@@ -270,10 +272,6 @@ int fc_conv2d_supports(int algo, CONV_SHAPE_ARGS)
 }
 
 /* The "auto" policy (single-thread timings vs PyTorch/oneDNN on Zen 3, AVX2, see header). */
-#ifndef FC_WINO_PLANNED_MIN_CK
-#define FC_WINO_PLANNED_MIN_CK (96 * 96)
-#endif
-
 int fc_conv2d_choose(CONV_SHAPE_ARGS)
 {
     const int64_t Cg = C / groups, Kg = K / groups;
@@ -284,13 +282,14 @@ int fc_conv2d_choose(CONV_SHAPE_ARGS)
     if (is_1x1(N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw, groups))
         return H * W < 1024 ? FC_CONV_1X1 : FC_CONV_GEMM;
     if (Kg <= 4) return FC_CONV_DIRECT;
-    /* Winograd F(2x2,3x3) where both transforms are amortised: its per-call weight
-       transform (16*K*C) over >= 196 tiles and its input transform over >= 128 output
-       channels (VGG conv3_2: 1.27x torch vs 0.92x for the GEMM). With few tiles (13x13,
-       14x14: AlexNet conv3-5, VGG conv5_2) or few channels (VGG conv1_2) it loses. */
+    /* Winograd F(2x2,3x3) where its per-call weight transform (16*K*C) is amortised over
+       >= 196 tiles and there are channels enough for the tile transforms: 1 thread, VGG
+       conv1_2 34 vs 47 ms (indirect), conv3_2 26 vs 42 (GEMM), ResNet 3x3 64 at 56x56 2.2
+       vs 2.7. With few tiles (13x13, 14x14: AlexNet conv3-5, VGG conv5_2: 49 tiles) it
+       loses (the planner, which transforms the weights once, still picks it there). */
     if (fc_conv2d_supports(FC_CONV_WINOGRAD, N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,
                            groups) &&
-        Cg >= 128 && Kg >= 128 && N * ((P + 1) / 2) * ((Q + 1) / 2) >= 196)
+        Cg >= 64 && Kg >= 32 && N * ((P + 1) / 2) * ((Q + 1) / 2) >= 196)
         return FC_CONV_WINOGRAD;
     /* Long reductions over many pixels (VGG conv3_2 / conv5_2: C*R*S >= 2304, >= 196
        pixels): the indirect kernel's weight panel (C*R*S x 16) and the input window of its
@@ -304,15 +303,16 @@ int fc_conv2d_choose(CONV_SHAPE_ARGS)
 /* The pick for a layer of a planned network, whose weights are prepared once
    (fc_conv2d_prepare_weights). Per call, Winograd then costs its input and output
    transforms alone, and the packed GEMM its B side alone, so both pay where the per-call
-   preparation made them lose (single-thread timings on Zen 3, ResNet-50 / VGG / GoogLeNet
-   layers at batch 1, prepared vs the per-call pick):
-   - Winograd: 3x3 s1 with Cg Kg >= 96^2 (and both >= 64), however few the tiles: VGG conv5
-     at 14x14 8.3 vs 13.8 ms, AlexNet conv3 13x13 2.0 vs 3.0, GoogLeNet 3x3 64->192 8.7 vs 11.1.
-     (64 -> 64 and 64 -> 128 stay on the indirect / GEMM kernels: the transforms dominate.)
+   preparation made them lose (single-thread timings on Zen 3, batch 1, prepared vs the
+   per-call pick):
+   - Winograd: 3x3 s1 with Cg >= 64 and Kg >= 32, however few the tiles: VGG conv1_2 at
+     224x224 42 vs 61 ms, conv5 at 14x14 7.1 vs 13.2, AlexNet conv3 at 13x13 1.9 vs 3.0,
+     ResNet 3x3 64->64 at 56x56 2.2 vs 2.7. (32 -> 32, 32 -> 64: a tie or a loss.)
    - packed GEMM: every 1x1 (ResNet 1x1 at 7x7..28x28: 1.2-1.5 vs 1.4-2.3 ms, strided 1x1
-     downsamples 2.6-3.1 vs 3.6-6.2 ms), and layers of <= 256 output pixels with >= 64K
-     weights, where the per-call weight packing of the indirect kernel dominated (ResNet
-     3x3/2 at 7x7: 4.1 vs 8.3 ms; LeNet's conv2, 2.4K weights, stays indirect: 17 vs 27 us).
+     downsamples 2.6-3.1 vs 3.6-6.2 ms); layers of <= 256 output pixels with >= 64K weights,
+     where the per-call weight packing of the indirect kernel dominated (ResNet 3x3/2 at
+     7x7: 4.1 vs 8.3 ms; LeNet's conv2, 2.4K weights, stays indirect: 17 vs 27 us); and
+     reductions of <= 32 over >= 4096 pixels (VGG conv1_1, C = 3: 3.2 vs 3.8 ms).
    Everything else: fc_conv2d_choose's pick. */
 int fc_conv2d_choose_planned(CONV_SHAPE_ARGS)
 {
@@ -322,9 +322,11 @@ int fc_conv2d_choose_planned(CONV_SHAPE_ARGS)
     if (per_call == FC_CONV_DIRECT) return per_call; /* depthwise-like, Kg <= 4 */
     if (fc_conv2d_supports(FC_CONV_WINOGRAD, N, C, H, W, K, R, S, P, Q, sh, sw, pt, pl, dh, dw,
                            groups) &&
-        Cg >= 64 && Kg >= 64 && Cg * Kg >= FC_WINO_PLANNED_MIN_CK)
+        Cg >= 64 && Kg >= 32)
         return FC_CONV_WINOGRAD;
-    if ((R == 1 && S == 1) || (P * Q <= 256 && Kg * Cg * R * S >= 65536)) return FC_CONV_GEMM;
+    if ((R == 1 && S == 1) || (P * Q <= 256 && Kg * Cg * R * S >= 65536) ||
+        (Cg * R * S <= 32 && P * Q >= 4096))
+        return FC_CONV_GEMM;
     return per_call;
 }
 

@@ -141,7 +141,7 @@ NAMED = [
     ("alexnet.conv3", 1, 256, 13, 13, 384, 3, 3, 1, 1, 1, "indirect"),
     ("alexnet.conv4", 1, 384, 13, 13, 384, 3, 3, 1, 1, 2, "indirect"),
     ("alexnet.conv5", 1, 384, 13, 13, 256, 3, 3, 1, 1, 2, "indirect"),
-    ("vgg16.conv1_2", 1, 64, 224, 224, 64, 3, 3, 1, 1, 1, "indirect"),
+    ("vgg16.conv1_2", 1, 64, 224, 224, 64, 3, 3, 1, 1, 1, "winograd"),
     ("vgg16.conv3_2", 1, 256, 56, 56, 256, 3, 3, 1, 1, 1, "winograd"),
     ("vgg16.conv5_2", 1, 512, 14, 14, 512, 3, 3, 1, 1, 1, "gemm"),
     ("resnet50.res2_1x1a", 1, 64, 56, 56, 64, 1, 1, 1, 0, 1, "gemm"),
@@ -171,7 +171,7 @@ def test_auto_choice_per_named_layer(layer):
 # Winograd pay on 3x3 stride-1 layers with enough channels, and the packed GEMM on 1x1
 # layers and on small outputs with many weights.
 PLANNED = {"alexnet.conv3": "winograd", "alexnet.conv4": "winograd", "alexnet.conv5": "winograd",
-           "vgg16.conv1_2": "indirect", "vgg16.conv3_2": "winograd", "vgg16.conv5_2": "winograd",
+           "vgg16.conv1_2": "winograd", "vgg16.conv3_2": "winograd", "vgg16.conv5_2": "winograd",
            "resnet50.res3_1x1a": "gemm", "resnet50.res4_1x1c": "gemm",
            "resnet50.res5_1x1a": "gemm", "resnet50.res4_3x3s2": "gemm"}
 
@@ -188,7 +188,8 @@ def test_planned_choice_per_named_layer(layer):
 
 # (N, C, H, W, K, R, stride, padding, groups): shapes the planner sends to prepacked
 # Winograd (ragged P/Q, asymmetric pads, groups, batch), to the prepacked GEMM (1x1 with and
-# without stride, a strided 3x3 with 64K+ weights, grouped), and to neither (C = 64).
+# without stride, a strided 3x3 with 64K+ weights, grouped, C = 3 over many pixels), and to
+# neither (C = 32).
 PREPARED = [
     ((1, 96, 7, 9, 100, 3, 1, 1, 1), "winograd"),
     ((2, 128, 6, 5, 96, 3, 1, (1, 0, 2, 1), 1), "winograd"),
@@ -197,7 +198,9 @@ PREPARED = [
     ((1, 48, 9, 7, 70, 1, 2, 0, 1), "gemm"),
     ((1, 128, 9, 9, 130, 3, 2, 1, 1), "gemm"),
     ((2, 256, 5, 6, 512, 3, 2, 1, 2), "gemm"),
-    ((1, 64, 8, 8, 64, 3, 1, 1, 1), "indirect"),
+    ((1, 64, 8, 8, 40, 3, 1, 1, 1), "winograd"),
+    ((1, 32, 8, 8, 32, 3, 1, 1, 1), "indirect"),
+    ((1, 3, 70, 64, 8, 3, 1, 1, 1), "gemm"),
 ]
 
 
