@@ -340,6 +340,28 @@ def test_torchvision_layout_state_dict_matches_torch(name, tmp_path):
     assert err < 1e-4, f"{name}: max |diff| / max |logit| = {err:.2e}"
 
 
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50"])
+def test_torchvision_models_state_dict_matches_torchvision(name, tmp_path):
+    """The real torchvision models (where torchvision is installed; it is not a test
+    dependency): their state_dict loads into ours and gives the same logits."""
+    torch = pytest.importorskip("torch")
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    tm = getattr(tv.models, name)(weights=None).eval()
+    if name == "resnet50":
+        _randomise_bn(torch, tm)
+    ours = models.alexnet(variant="torchvision") if name == "alexnet" else getattr(models, name)()
+    path = tmp_path / f"{name}.pt"
+    torch.save(tm.state_dict(), path)
+    ours.load_state_dict(str(path))
+    x = rand((2, 3, 224, 224), 8)
+    with torch.no_grad():
+        want = tm(torch.from_numpy(x)).numpy()
+    got = ours(x)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < 1e-4, f"torchvision {name}: max |diff| / max |logit| = {err:.2e}"
+
+
 # ---------------------------------------------------------------------------- errors
 
 
