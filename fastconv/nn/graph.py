@@ -11,7 +11,9 @@ cached:
   * every conv / pool / linear / relu / LRN step holds its kernel, its validated
     parameter object and its weights already in the backend's form (contiguous
     float32; on the GPU, device arrays uploaded once), so a step costs one kernel
-    call plus microseconds of Python;
+    call plus microseconds of Python; a backend with ``prepare_conv2d`` (``c``) also
+    prepares each conv's weights once (packed GEMM panels, Winograd transforms), and
+    one with ``add`` (``c``) runs equal-shape residual sums with the ReLU fused;
   * steps on the ``c`` backend write into buffers allocated once per plan (and per
     calling thread) and reused by liveness, so a forward pass allocates almost nothing;
     an activation is dropped as soon as its last consumer has run.
