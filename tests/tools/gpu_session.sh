@@ -3,7 +3,9 @@
 #   1. versions and fastconv.info() on that machine,
 #   2. the GPU-only tests (pytest -m gpu),
 #   3. benchmarks/gpu.py: SGEMM/conv layers vs cuBLAS/cuDNN and AlexNet/VGG16 img/s,
-#   4. every cuda-parametrised test, now on the real GPU instead of the simulator.
+#   4. every cuda-parametrised test, now on the real GPU instead of the simulator;
+#   5. host checks this machine's CPU makes possible: the real torchvision models' weights
+#      (torchvision is not a test dependency) and the C tests on its AVX-512 kernels.
 # Each step has its own time limit and log, so one failure still leaves the others.
 #
 #   OUT=/tmp/gpu-out bash tests/tools/gpu_session.sh      # from the repository root
@@ -43,3 +45,7 @@ step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cu
 step bench 200 python3 benchmarks/gpu.py --seconds 1
 step cuda_tests "${CUDA_TESTS_LIMIT:-150}" python3 -m pytest -q -p no:cacheprovider --maxfail=40 -n 8 \
     -k cuda --ignore tests/test_distributed.py --ignore tests/test_sanitizers.py tests/
+step torchvision 150 python3 -m pytest -q -p no:cacheprovider tests/test_nn.py -k "torchvision"
+step host_c "${HOST_C_LIMIT:-200}" python3 -m pytest -q -p no:cacheprovider -n 8 \
+    tests/test_c_isa.py tests/test_c_conv_paths.py tests/test_c_gemm_paths.py \
+    tests/test_c_memory_paths.py
