@@ -16,18 +16,40 @@ Where data lives
     activation there, and only what the caller copies back leaves the device.
 
 Kernels
-  * ``_tiled_gemm(load_a, load_b, store)`` builds the one shared-memory SGEMM: a
-    block computes a TILE x TILE (64 x 64) tile of y with 16 x 16 threads, each
-    holding a 4 x 4 register tile (rows ty + 16 i, columns tx + 16 j, so a warp's
-    stores and shared-memory reads are consecutive). Per 8-deep k step the block
-    stages an A and a B tile in shared memory. The three device functions plugged in
-    decide what A, B and the epilogue are:
-      - gemm/linear: A and B are the matrices (trans flags in the loader), the
-        epilogue is ``alpha * acc + beta * c`` with c broadcast by index modulo.
+  * ``_tiled_gemm(load_a, b_col, load_b, store, tile, ...)`` builds the one
+    shared-memory SGEMM body, in two tile configurations of 256 threads (16 x 16):
+      - big: a 128 x 128 block tile, an 8 x 8 register tile per thread, laid out as
+        2 x 2 strips of 4 x 4 spaced 64 apart (rows 4 ty .. 4 ty + 3 and 64 + the
+        same; columns likewise with tx). Each thread reads 4 contiguous floats per
+        strip from shared memory, and a warp is 8 x 4 threads, so its reads hit
+        distinct banks. It does twice the FMAs per shared-memory read of the small tile.
+      - small: a 64 x 64 block tile, one 4 x 4 strip per thread: four times the blocks,
+        for problems where the big tile leaves SMs idle.
+    Per k step of 8, the block stages an A tile (k-major, a_s[k, m]) and a B tile in
+    shared memory, double-buffered: the global loads of step s + 1 are issued into
+    registers before the FMAs of step s (their latency hides behind them) and stored
+    to the other buffer after, one barrier per step. Global loads coalesce: the load
+    direction (along k for a row-major A or a transposed B, along m / n otherwise) is
+    a compile-time choice made with the loaders.
+    ``gemm_plan`` picks per call: the big tile where it gives >= 2 blocks per SM (the
+    SM count is read from the device), else the small one; and where even that leaves
+    SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169, 18 small
+    blocks), k is split into slices that run as separate blocks and are summed by a
+    reduce kernel, which then applies the epilogue.
+    The device functions plugged in decide what A, B and the epilogue are:
+      - gemm/linear: A and B are the matrices (one kernel set per trans_a, trans_b),
+        the epilogue is ``alpha * acc + beta * c`` with c broadcast by index, then an
+        optional ReLU.
       - conv2d ("implicit_gemm"): A is the weight as (K, C/groups*R*S), B is the
-        im2col matrix computed on the fly from x (padding reads as 0), grid z is
-        the group, and the epilogue adds the bias, applies the ReLU and scatters
-        into NCHW. No im2col buffer exists.
+        im2col matrix computed on the fly from x (padding reads as 0; the column's
+        image and window corner are computed once per thread), grid z is the group
+        (times the k slices), and the epilogue adds the bias, applies the ReLU and
+        scatters into NCHW. No im2col buffer exists.
+  * GEMV (``_gemv(rows)``): ``a @ b.T`` with at most 8 rows (linear at small batch,
+    which streams the weight once): one warp per 2 output features, lanes reading
+    each weight row contiguously with 4 loads in flight, a warp-shuffle reduction and
+    gemm's epilogue. One kernel per row bound (1, 2, 4, 8), so the accumulators stay
+    in registers.
   * conv2d "direct": one thread per output element. Used where the GEMM's M side
     (output channels per group) is too small to fill a 64-row tile: depthwise and
     other thin grouped convolutions.
@@ -437,7 +459,7 @@ def gemm_plan(M, N, Kd, groups=1, sms=None):
 
 def _even_splits(Kd, splits):
     """Fewer splits where the last ones would be empty (k is split in whole k steps)."""
-    steps = _blocks(Kd, TILE_K)
+    steps = max(1, _blocks(Kd, TILE_K))
     return _blocks(steps, _blocks(steps, max(1, min(splits, steps))))
 
 
