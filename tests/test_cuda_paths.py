@@ -165,6 +165,9 @@ def test_gemm_plan_rule(nc):
     assert nc.gemm_plan(4 * big, 4 * big, 64, sms=8) == ("big", 1)   # 16 blocks = 2 x 8
     assert nc.gemm_plan(4 * big, 2 * big, 64, groups=2, sms=8) == ("big", 1)
     assert nc.gemm_plan(4 * big, 4 * big, 64, sms=9) == ("small", 1)  # 64 small blocks
+    # M = one small tile: the big tile would be half padding (VGG conv1_2's 64 channels)
+    assert nc.gemm_plan(small, 64 * big, 64, sms=8) == ("small", 1)
+    assert nc.gemm_plan(big - small // 2, 64 * big, 64, sms=8) == ("big", 1)  # 96 of 128
     # a batch-1 layer: 2 x 3 small blocks on 132 SMs, long k -> 44 slices (264 blocks)
     config, splits = nc.gemm_plan(2 * small, 3 * small, tk * 1600, sms=132)
     assert (config, splits) == ("small", 44)
@@ -179,6 +182,21 @@ def test_gemm_plan_rule(nc):
             per = -(-steps // got)
             assert 1 <= got <= max(1, min(want, steps)) and (got - 1) * per < steps, \
                 (steps, want, got)
+
+
+def test_split_k_workspace_is_reused(nc):
+    """Split-K slices go to a per-thread buffer that grows, not a fresh allocation."""
+    nc._workspace((2, 3, 4))
+    first = nc._workspace((3, 5))
+    assert first.shape == (3, 5)
+    again = nc._workspace((2, 7))
+    assert again.shape == (2, 7)
+    bigger = nc._workspace((40, 50))
+    assert bigger.shape == (40, 50)
+    a, b = rand((20, 16), 1), rand((16, 9), 2)  # results stay right across reuse
+    for splits in (2, 4, 3):
+        y = nc.gemm(a, b, None, 1.0, 0.0, False, False, path="small", splits=splits)
+        assert_close(y, a.astype(np.float64) @ b, reduction=16, case=f"reuse split {splits}")
 
 
 def test_sm_count(nc, cuda):

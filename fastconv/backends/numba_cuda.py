@@ -424,10 +424,14 @@ class _GemmKernels:
 # Per-call choice (gemm_plan). The big tile does twice the FMAs per shared-memory read
 # of the small one, but a quarter as many blocks: it is used only while it still gives
 # every SM MIN_BLOCKS_PER_SM blocks (one block's barrier stalls are then covered by
-# the other). Otherwise the small tile; and when even that leaves SMs short (batch-1
-# layers: AlexNet conv3 at batch 1 is 384 x 169, 18 small blocks), k is split into
-# slices that run as separate blocks and are summed by a second kernel.
+# the other), and while rounding M and N up to it adds at most BIG_TILE_MAX_PADDING
+# times the small tile's rounded work (64 output channels fill a small tile, but half
+# a big one: VGG conv1_2, ResNet's 1x1 256->64). Otherwise the small tile; and when
+# even that leaves SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169,
+# 18 small blocks), k is split into slices that run as separate blocks and are summed
+# by a second kernel. (The constants are first guesses, to tune on a GPU.)
 MIN_BLOCKS_PER_SM = 2
+BIG_TILE_MAX_PADDING = 1.5
 MIN_SPLIT_STEPS = 16   # each k slice is at least 16 k steps (128 deep on a GPU)
 MAX_SPLITS = 64        # bounds the workspace: splits * M * N floats
 
@@ -451,7 +455,8 @@ def gemm_plan(M, N, Kd, groups=1, sms=None):
     def blocks(tile):
         return _blocks(M, tile) * _blocks(N, tile) * groups
 
-    if blocks(TILE_BIG) >= want:
+    padding = blocks(TILE_BIG) * TILE_BIG ** 2 / (blocks(TILE_SMALL) * TILE_SMALL ** 2)
+    if blocks(TILE_BIG) >= want and padding <= BIG_TILE_MAX_PADDING:
         return "big", 1
     splits = min(want // blocks(TILE_SMALL), _blocks(Kd, TILE_K) // MIN_SPLIT_STEPS, MAX_SPLITS)
     return "small", _even_splits(Kd, max(1, splits))
@@ -463,13 +468,34 @@ def _even_splits(Kd, splits):
     return _blocks(steps, _blocks(steps, max(1, min(splits, steps))))
 
 
+_scratch = threading.local()
+
+
+def _workspace(shape):
+    """A float32 device array of ``shape`` for the split-K slices: a view of a buffer
+    kept per thread and device and grown as needed, since numba's allocations go
+    straight to cuMemAlloc (tens of microseconds: a batch-1 layer's whole budget).
+    Per thread, so that two threads' launches never share one; kernels on one
+    thread's stream run in order, so a buffer is free again when the next launch of
+    the same thread starts."""
+    size = math.prod(shape)
+    key = 0 if SIMULATOR else cuda.get_current_device().id
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = buffers[key] = _empty(max(size, 2 * (0 if buf is None else buf.size)))
+    return buf[:size].reshape(shape)
+
+
 def _launch_tiled(kernels, a, b, y, aux, M, N, Kd, ints, alpha=1.0, beta=0.0, groups=1,
                   plan=None):
     """plan: None (gemm_plan decides) or (config, splits) to force one (tests)."""
     config, splits = gemm_plan(M, N, Kd, groups) if plan is None else plan
     splits = _even_splits(Kd, splits)
     tile = GEMM_TILES[config]
-    ws = _empty((groups * splits, M, N) if splits > 1 else (1, 1, 1))
+    ws = _workspace((groups * splits, M, N) if splits > 1 else (1, 1, 1))
     grid = (_blocks(N, tile), _blocks(M, tile), groups * splits)
     getattr(kernels, config)[grid, GEMM_THREADS](
         a, b, y, aux, ws, M, N, Kd, ints, float32(alpha), float32(beta), splits)
