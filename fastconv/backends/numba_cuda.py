@@ -114,7 +114,7 @@ else:
     REDUCE_THREADS = 128    # threads per block of the reductions (a power of two)
     GEMV_LANES = 32         # a warp per GEMV output feature pair
     GEMV_WARPS = 4          # warps per GEMV block
-    GEMV_UNROLL = 4         # weight loads each lane keeps in flight per feature
+    GEMV_UNROLL = 8         # weight loads each lane keeps in flight per feature
 GEMM_THREADS = THREADS_2D * THREADS_2D
 LANES_Y = WARP_LANES // LANES_X
 WARPS_X = THREADS_2D // LANES_X
@@ -583,6 +583,18 @@ def _gemv(rows):
     """
     shuffles = _log2(GEMV_LANES)
     n_acc = rows * GEMV_FEATURES
+    sweep = GEMV_LANES * GEMV_UNROLL  # inputs a warp covers per main-loop iteration
+
+    @cuda.jit(device=True)
+    def accumulate(x, w, kk, o0, O, R, acc, wv):
+        """acc[r, f] += x[r, kk] * w[o0 + f, kk] (rows and features past the end clamped:
+        valid addresses, results never stored)."""
+        for f in range(GEMV_FEATURES):
+            wv[f] = w[min(o0 + f, O - 1), kk]
+        for r in range(rows):
+            xv = x[min(r, R - 1), kk]
+            for f in range(GEMV_FEATURES):
+                acc[r * GEMV_FEATURES + f] += xv * wv[f]
 
     @cuda.jit
     def kernel(x, w, y, c, ints, alpha, beta):
@@ -597,19 +609,14 @@ def _gemv(rows):
         o0 = (cuda.blockIdx.x * GEMV_WARPS + tid // GEMV_LANES) * GEMV_FEATURES
         for i in range(n_acc):
             acc[i] = _F0
-        for k in range(lane, Kd, GEMV_LANES * GEMV_UNROLL):
+        # Whole sweeps, without bounds checks: the GEMV_UNROLL steps unroll and their
+        # loads are all issued before the FMAs that use them.
+        full = Kd - Kd % sweep
+        for k in range(lane, full, sweep):
             for u in range(GEMV_UNROLL):
-                kk = k + u * GEMV_LANES
-                kc = min(kk, Kd - 1)  # past the end: a valid address, and both factors 0
-                live = kk < Kd
-                for f in range(GEMV_FEATURES):
-                    v = w[min(o0 + f, O - 1), kc]
-                    wv[f] = v if live else _F0
-                for r in range(rows):
-                    v = x[min(r, R - 1), kc]
-                    xv = v if live else _F0
-                    for f in range(GEMV_FEATURES):
-                        acc[r * GEMV_FEATURES + f] += xv * wv[f]
+                accumulate(x, w, k + u * GEMV_LANES, o0, O, R, acc, wv)
+        for kk in range(full + lane, Kd, GEMV_LANES):  # the rest, less than one sweep
+            accumulate(x, w, kk, o0, O, R, acc, wv)
         # Every lane of every warp reaches the shuffles (full mask): no early return.
         # As in _tiled_gemm's epilogue, acc[0] is taken and acc shifts down (constant
         # indices), so that acc stays in registers although this loop is not unrolled.
