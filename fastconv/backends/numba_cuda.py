@@ -38,8 +38,8 @@ Kernels
     reduce kernel, which then applies the epilogue.
     The device functions plugged in decide what A, B and the epilogue are:
       - gemm/linear: A and B are the matrices (one kernel set per trans_a, trans_b),
-        the epilogue is ``alpha * acc + beta * c`` with c broadcast by index, then an
-        optional ReLU.
+        the epilogue is ``alpha * acc + beta * c`` (y is filled with beta * c, c
+        broadcast by index, before the GEMM), then an optional ReLU.
       - conv2d ("implicit_gemm"): A is the weight as (K, C/groups*R*S), B is the
         im2col matrix computed on the fly from x (padding reads as 0; the column's
         image and window corner are computed once per thread), grid z is the group
@@ -47,7 +47,7 @@ Kernels
         scatters into NCHW. No im2col buffer exists.
   * GEMV (``_gemv(rows)``): ``a @ b.T`` with at most 8 rows (linear at small batch,
     which streams the weight once): one warp per 2 output features, lanes reading
-    each weight row contiguously with 4 loads in flight, a warp-shuffle reduction and
+    each weight row contiguously with 8 loads in flight, a warp-shuffle reduction and
     gemm's epilogue. One kernel per row bound (1, 2, 4, 8), so the accumulators stay
     in registers.
   * conv2d "direct": one thread per output element. Used where the GEMM's M side
@@ -504,8 +504,9 @@ def _launch_tiled(kernels, a, b, y, aux, M, N, Kd, ints, alpha=1.0, beta=0.0, gr
                    float32(beta), splits)
 
 
-# gemm: ints = (trans_a, trans_b, c_rows, c_cols, has_c, relu); c is broadcast by
-# index: read at [m or 0, n or 0]
+# gemm: ints = (has_c, relu). With a c, y is first filled with beta * c (broadcast by
+# index, _beta_c_kernel) and the epilogue adds alpha * acc to it, as BLAS does with
+# beta * C: the 8 x 8 epilogue then needs no c addressing (fewer registers live).
 
 
 @cuda.jit(device=True)
@@ -534,23 +535,37 @@ def _gemm_load_b_t(b, ints, g, k, n, unused1, unused2):
 
 
 @cuda.jit(device=True)
-def _gemm_store(y, c, ints, alpha, beta, g, m, n, acc):
+def _gemm_store(y, unused, ints, alpha, beta, g, m, n, acc):
     v = alpha * acc
-    if ints[4]:  # each dimension of c is 1 or full (checked by the API)
-        v += beta * c[m if ints[2] > 1 else 0, n if ints[3] > 1 else 0]
-    if ints[5]:
+    if ints[0]:
+        v += y[m, n]  # beta * c
+    if ints[1]:
         v = _relu_value(v)
     y[m, n] = v
 
 
+@cuda.jit
+def _beta_c_kernel(c, y, beta):
+    """y (M, N) = beta * c, each dimension of c being 1 or full (checked by the API)."""
+    i = cuda.grid(1)
+    M, N = y.shape
+    if i < M * N:
+        m = i // N
+        n = i - m * N
+        y[m, n] = beta * c[m if c.shape[0] > 1 else 0, n if c.shape[1] > 1 else 0]
+
+
 # One kernel set per (trans_a, trans_b): the loaders and the load direction are
 # compile-time, so each variant holds only its own addressing in registers. (numba
-# compiles a kernel on its first call: unused variants cost nothing.)
+# compiles a kernel on its first call: unused variants cost nothing.) The big tile
+# fits 128 registers without spills in every variant but a @ b.T (linear's layout:
+# 4 bytes of spills at sm_90), which is left unbounded.
 _sgemm_reduce_kernel = _split_k_reduce(_gemm_store)
 _sgemm_kernels = {
     (ta, tb): _GemmKernels(_gemm_load_a_t if ta else _gemm_load_a, _gemm_b_col,
                            _gemm_load_b_t if tb else _gemm_load_b, _gemm_store,
-                           a_kfast=not ta, b_kfast=tb, reduce=_sgemm_reduce_kernel)
+                           a_kfast=not ta, b_kfast=tb, reduce=_sgemm_reduce_kernel,
+                           big_min_blocks=None if (tb and not ta) else 2)
     for ta in (False, True) for tb in (False, True)}
 
 # --------------------------------------------------------------------------- GEMV
@@ -658,17 +673,17 @@ def _gemm_device(a, b, c, alpha, beta, trans_a, trans_b, relu=False, path="auto"
     N = b.shape[0] if trans_b else b.shape[1]
     y = _empty((M, N))
     has_c = c is not None
-    if not has_c:
-        c = _empty((1, 1))  # never read
-    ints = (int(trans_a), int(trans_b), c.shape[0], c.shape[1], int(has_c), int(relu))
+    if has_c:
+        _launch_1d(_beta_c_kernel, M * N, c, y, float32(beta))
+    ints = (int(has_c), int(relu))
     gemv_fits = trans_b and not trans_a and M <= GEMV_MAX_ROWS
     if path == "gemv" and not gemv_fits:
         raise ValueError(f"the gemv path takes a @ b.T with at most {GEMV_MAX_ROWS} rows")
     if path == "gemv" or (path == "auto" and gemv_fits):
-        _launch_gemv(a, b, y, c, ints, alpha, beta)
+        _launch_gemv(a, b, y, y, ints, alpha, beta)
     else:
         plan = None if path == "auto" else (path, splits or 1)
-        _launch_tiled(_sgemm_kernels[bool(trans_a), bool(trans_b)], a, b, y, c, M, N, K, ints,
+        _launch_tiled(_sgemm_kernels[bool(trans_a), bool(trans_b)], a, b, y, y, M, N, K, ints,
                       alpha, beta, plan=plan)
     return y
 
@@ -676,7 +691,7 @@ def _gemm_device(a, b, c, alpha, beta, trans_a, trans_b, relu=False, path="auto"
 @_public
 def gemm(a, b, c, alpha, beta, trans_a, trans_b, path="auto", splits=None):
     """c arrives as a fresh (M, N) host array, or, from device inputs, as given (any of
-    ONNX's broadcastable shapes), which the epilogue broadcasts by index."""
+    ONNX's broadcastable shapes), which _beta_c_kernel broadcasts by index."""
     if c is not None:
         c = c.reshape((1,) * (2 - c.ndim) + tuple(c.shape))
     y = _gemm_device(_device(a), _device(b), _device(c), alpha, beta, trans_a, trans_b,

@@ -62,19 +62,20 @@ def kernels():
     """(label, kernel, signature) for every kernel of the backend, GEMM variants included."""
     for (ta, tb), ks in m._sgemm_kernels.items():
         yield from _gemm_set(f"_sgemm_kernels.{'NT'[ta]}{'NT'[tb]}", ks,
-                             _gemm(A2, A2, A2, A2, 6),
-                             (A3, A2, A2, i64, i64, ints(6), f32, f32, i64))
+                             _gemm(A2, A2, A2, A2, 2),
+                             (A3, A2, A2, i64, i64, ints(2), f32, f32, i64))
     yield from _gemm_set("_conv2d_implicit_gemm_kernels", m._conv2d_implicit_gemm_kernels,
                          _gemm(A2, A1, A4, A1, 19),
                          (A3, A4, A1, i64, i64, ints(19), f32, f32, i64))
     for rows, kernel in m._gemv_kernels.items():
-        yield f"_gemv_kernels.{rows}", kernel, (A2, A2, A2, A2, ints(6), f32, f32)
+        yield f"_gemv_kernels.{rows}", kernel, (A2, A2, A2, A2, ints(2), f32, f32)
     for name, sig in SIGNATURES.items():
         yield name, getattr(m, name), sig
 
 
 SIGNATURES = {
     "_fill_kernel": (A1, f32),
+    "_beta_c_kernel": (A2, A2, f32),
     "_conv2d_direct_kernel": (A4, A4, A1, A4, ints(19)),
     "_max_pool2d_kernel": (A4, A4, ints(16)),
     "_avg_pool2d_kernel": (A4, A4, ints(16)),
