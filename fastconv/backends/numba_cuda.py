@@ -48,7 +48,7 @@ Kernels
   * GEMV (``_gemv(rows)``): ``a @ b.T`` with at most 8 rows (linear at small batch,
     which streams the weight once): one warp per 2 output features, lanes reading
     each weight row contiguously with 8 loads in flight, a warp-shuffle reduction and
-    gemm's epilogue. One kernel per row bound (1, 2, 4, 8), so the accumulators stay
+    the epilogue (which reads c itself). One kernel per row bound (1, 2, 4, 8), so the accumulators stay
     in registers.
   * conv2d "direct": one thread per output element. Used where the GEMM's M side
     (output channels per group) is too small to fill a 64-row tile: depthwise and
@@ -544,6 +544,18 @@ def _gemm_store(y, unused, ints, alpha, beta, g, m, n, acc):
     y[m, n] = v
 
 
+@cuda.jit(device=True)
+def _gemm_c_store(y, c, ints, alpha, beta, g, m, n, acc):
+    """The GEMV's epilogue (no register pressure there): reads c itself, saving the
+    launch of _beta_c_kernel, a large share of a batch-1 Linear's time."""
+    v = alpha * acc
+    if ints[0]:
+        v += beta * c[m if c.shape[0] > 1 else 0, n if c.shape[1] > 1 else 0]
+    if ints[1]:
+        v = _relu_value(v)
+    y[m, n] = v
+
+
 @cuda.jit
 def _beta_c_kernel(c, y, beta):
     """y (M, N) = beta * c, each dimension of c being 1 or full (checked by the API)."""
@@ -587,7 +599,7 @@ else:
 
 
 def _gemv(rows):
-    """y (R, O) = x (R, Kd) @ w (O, Kd).T for R <= rows, through _gemm_store's epilogue.
+    """y (R, O) = x (R, Kd) @ w (O, Kd).T for R <= rows, then _gemm_c_store's epilogue.
 
     Few rows (linear at batch <= 8) make the GEMM a stream of the weight matrix, read
     once: one warp per GEMV_FEATURES output features, its lanes reading each weight
@@ -642,7 +654,7 @@ def _gemv(rows):
             r = i // GEMV_FEATURES
             o = o0 + i - r * GEMV_FEATURES
             if lane == 0 and r < R and o < O:
-                _gemm_store(y, c, ints, alpha, beta, 0, r, o, v)
+                _gemm_c_store(y, c, ints, alpha, beta, 0, r, o, v)
             for j in range(n_acc - 1):
                 acc[j] = acc[j + 1]
 
@@ -673,15 +685,15 @@ def _gemm_device(a, b, c, alpha, beta, trans_a, trans_b, relu=False, path="auto"
     N = b.shape[0] if trans_b else b.shape[1]
     y = _empty((M, N))
     has_c = c is not None
-    if has_c:
-        _launch_1d(_beta_c_kernel, M * N, c, y, float32(beta))
     ints = (int(has_c), int(relu))
     gemv_fits = trans_b and not trans_a and M <= GEMV_MAX_ROWS
     if path == "gemv" and not gemv_fits:
         raise ValueError(f"the gemv path takes a @ b.T with at most {GEMV_MAX_ROWS} rows")
     if path == "gemv" or (path == "auto" and gemv_fits):
-        _launch_gemv(a, b, y, y, ints, alpha, beta)
+        _launch_gemv(a, b, y, c if has_c else y, ints, alpha, beta)  # (y: never read)
     else:
+        if has_c:
+            _launch_1d(_beta_c_kernel, M * N, c, y, float32(beta))
         plan = None if path == "auto" else (path, splits or 1)
         _launch_tiled(_sgemm_kernels[bool(trans_a), bool(trans_b)], a, b, y, y, M, N, K, ints,
                       alpha, beta, plan=plan)
