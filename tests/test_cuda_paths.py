@@ -164,7 +164,12 @@ def test_gemm_plan_rule(nc):
     big, small, tk = nc.TILE_BIG, nc.TILE_SMALL, nc.TILE_K
     assert nc.gemm_plan(4 * big, 4 * big, 64, sms=8) == ("big", 1)   # 16 blocks = 2 x 8
     assert nc.gemm_plan(4 * big, 2 * big, 64, groups=2, sms=8) == ("big", 1)
-    assert nc.gemm_plan(4 * big, 4 * big, 64, sms=9) == ("small", 1)  # 64 small blocks
+    # 16 big blocks on 9 SMs: k = 16 steps is too short to split -> 64 small blocks
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 16, sms=9) == ("small", 1)
+    # ... a long k is split: 2 slices of 16 big blocks (SGEMM 1024^3 on 132 SMs: 5 x 64)
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 32, sms=9) == ("big", 2)
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 1000, sms=9) == ("big", 2)
+    assert nc.gemm_plan(8 * big, 8 * big, tk * 128, sms=132) == ("big", 5)
     # M = one small tile: the big tile would be half padding (VGG conv1_2's 64 channels)
     assert nc.gemm_plan(small, 64 * big, 64, sms=8) == ("small", 1)
     assert nc.gemm_plan(big - small // 2, 64 * big, 64, sms=8) == ("big", 1)  # 96 of 128

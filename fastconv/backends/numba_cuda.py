@@ -271,16 +271,14 @@ def _tiled_gemm(load_a, b_col, load_b, store, tile, a_kfast, b_kfast, min_blocks
         b_reg = cuda.local.array(micro, float32)
         a_next = cuda.local.array(loads, float32)
         b_next = cuda.local.array(loads, float32)
-        # (A no-op mask, GEMM_THREADS being the block size: it tells the compiler that
-        # tid >= 0, so that % and // by powers of two below become plain bit operations,
-        # without Python's negative-number fix-ups, and fewer registers stay live.)
+        # Index arithmetic the compiler can see is >= 0: the mask is a no-op (the block
+        # has GEMM_THREADS threads) and tx, ty come from bit operations, so Python's
+        # negative-number fix-ups of % and // and the negative-index wraparound of
+        # every shared-memory read disappear: the reads become one base address plus
+        # constant offsets, and far fewer registers stay live.
         tid = cuda.threadIdx.x & (GEMM_THREADS - 1)
-        # A warp is LANES_X x LANES_Y threads (8 x 4): per shared read it touches 4
-        # A strips and 8 B strips of VEC floats, all in distinct banks, and each thread's
-        # strip is VEC contiguous floats (vectorisable).
-        # (Bit operations, not % and //: the compiler then knows tx, ty >= 0 and drops
-        # the negative-index wraparound from every shared-memory read below, leaving
-        # one base address plus constant offsets.)
+        # A warp is LANES_X x LANES_Y threads (8 x 4): per shared read it touches 4 A
+        # strips and 8 B strips of VEC contiguous floats, all in distinct banks.
         lane = tid & (WARP_LANES - 1)
         warp = tid >> warp_shift
         tx = ((warp & (WARPS_X - 1)) << lx_shift) | (lane & (LANES_X - 1))
@@ -424,12 +422,14 @@ class _GemmKernels:
 # Per-call choice (gemm_plan). The big tile does twice the FMAs per shared-memory read
 # of the small one, but a quarter as many blocks: it is used only while it still gives
 # every SM MIN_BLOCKS_PER_SM blocks (one block's barrier stalls are then covered by
-# the other), and while rounding M and N up to it adds at most BIG_TILE_MAX_PADDING
-# times the small tile's rounded work (64 output channels fill a small tile, but half
-# a big one: VGG conv1_2, ResNet's 1x1 256->64). Otherwise the small tile; and when
-# even that leaves SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169,
-# 18 small blocks), k is split into slices that run as separate blocks and are summed
-# by a second kernel. (The constants are first guesses, to tune on a GPU.)
+# the other), if need be by splitting k into slices that run as separate blocks and
+# are summed by a second kernel (SGEMM 1024^3: 64 big blocks x 5 slices), and while
+# rounding M and N up to it adds at most BIG_TILE_MAX_PADDING times the small tile's
+# rounded work (64 output channels fill a small tile, but half a big one: VGG conv1_2,
+# ResNet's 1x1 256->64). Otherwise the small tile, split along k when even that leaves
+# SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169, 18 small blocks).
+# Slices are at least MIN_SPLIT_STEPS k steps. (The constants are first guesses, to
+# tune on a GPU.)
 MIN_BLOCKS_PER_SM = 2
 BIG_TILE_MAX_PADDING = 1.5
 MIN_SPLIT_STEPS = 16   # each k slice is at least 16 k steps (128 deep on a GPU)
@@ -455,10 +455,13 @@ def gemm_plan(M, N, Kd, groups=1, sms=None):
     def blocks(tile):
         return _blocks(M, tile) * _blocks(N, tile) * groups
 
+    max_splits = min(_blocks(Kd, TILE_K) // MIN_SPLIT_STEPS, MAX_SPLITS)
     padding = blocks(TILE_BIG) * TILE_BIG ** 2 / (blocks(TILE_SMALL) * TILE_SMALL ** 2)
-    if blocks(TILE_BIG) >= want and padding <= BIG_TILE_MAX_PADDING:
-        return "big", 1
-    splits = min(want // blocks(TILE_SMALL), _blocks(Kd, TILE_K) // MIN_SPLIT_STEPS, MAX_SPLITS)
+    if padding <= BIG_TILE_MAX_PADDING:
+        splits = _even_splits(Kd, max(1, min(_blocks(want, blocks(TILE_BIG)), max_splits)))
+        if blocks(TILE_BIG) * splits >= want:
+            return "big", splits
+    splits = min(want // blocks(TILE_SMALL), max_splits)
     return "small", _even_splits(Kd, max(1, splits))
 
 
