@@ -5,9 +5,10 @@ Without a GPU these run on numba's CUDA simulator (conftest sets
 NUMBA_ENABLE_CUDASIM=1), with the simulator's small tiles (GEMM tiles 16 ("big") and
 8 ("small"), k step 4; GEMV blocks of 4 features, 16 inputs per lane sweep), so the
 shapes below straddle several blocks and k steps. Each GEMM configuration (big,
-small, split-K) and the GEMV are forced on in turn; "auto" picks between them. Tests marked ``gpu`` need
-a real GPU (realistic layer shapes, ``__cuda_array_interface__`` objects); they
-skip under the simulator and run wherever a GPU exists.
+small, split-K) and the GEMV are forced on in turn; "auto" picks between them.
+Tests marked ``gpu`` need a real GPU (realistic layer shapes,
+``__cuda_array_interface__`` objects); they skip under the simulator and run
+wherever a GPU exists.
 """
 from __future__ import annotations
 
@@ -249,7 +250,8 @@ def test_gemm_gemv_alpha_beta_broadcast(nc):
     for c in (rand((3, 6), 3), rand((1, 6), 4), rand((3, 1), 5), None):
         y = nc.gemm(a, b, c, -2.0, 0.25, False, True, path="gemv")
         want = -2.0 * (a.astype(np.float64) @ b.T) + (0 if c is None else 0.25 * c)
-        assert_close(y, want, reduction=21, case=f"gemv gemm c={None if c is None else c.shape}")
+        case = f"gemv gemm c={None if c is None else c.shape}"
+        assert_close(y, want, reduction=21, case=case)
 
 
 def test_gemv_path_errors(nc):
@@ -396,7 +398,7 @@ def test_cuda_array_interface_objects(nc, cuda):
 @pytest.mark.parametrize("layer", ["alexnet.conv2", "alexnet.conv3", "vgg16.conv3_2",
                                    "resnet50.res2_1x1c", "lenet5.conv2.b64"])
 def test_real_layers_against_c(nc, layer):
-    """Seed layers at full size against the C backend (GPU tiles: 64 x 64, k step 8)."""
+    """Seed layers at full size against the C backend (GPU tiles: 128 and 64, k step 8)."""
     needs_gpu(nc)
     import sys
     from pathlib import Path
@@ -421,7 +423,8 @@ def test_real_gemm_sizes_auto(nc, shape):
     M, N, K = shape
     a, b = rand((M, K), 1), rand((K, N), 2)
     y = fc.gemm(a, b, backend="cuda")
-    assert_close(y, a.astype(np.float64) @ b, reduction=K, case=f"gemm {shape} {nc.gemm_plan(M, N, K)}")
+    assert_close(y, a.astype(np.float64) @ b, reduction=K,
+                 case=f"gemm {shape} {nc.gemm_plan(M, N, K)}")
 
 
 @pytest.mark.gpu

@@ -48,8 +48,8 @@ Kernels
   * GEMV (``_gemv(rows)``): ``a @ b.T`` with at most 8 rows (linear at small batch,
     which streams the weight once): one warp per 2 output features, lanes reading
     each weight row contiguously with 8 loads in flight, a warp-shuffle reduction and
-    the epilogue (which reads c itself). One kernel per row bound (1, 2, 4, 8), so the accumulators stay
-    in registers.
+    the epilogue (which reads c itself). One kernel per row bound (1, 2, 4, 8), so
+    the accumulators stay in registers.
   * conv2d "direct": one thread per output element. Used where the GEMM's M side
     (output channels per group) is too small to fill a 64-row tile: depthwise and
     other thin grouped convolutions.
@@ -342,7 +342,7 @@ def _tiled_gemm(load_a, b_col, load_b, store, tile, a_kfast, b_kfast, min_blocks
                     b_next[l] = v
             if s > 0:
                 for kk in range(TILE_K):
-                    for i in range(micro):  # one flat loop: it unrolls, a_reg stays in registers
+                    for i in range(micro):  # one flat loop: unrolled, a_reg in registers
                         a_reg[i] = a_s[buf, kk, (i // VEC) * span + ty * VEC + i % VEC]
                         b_reg[i] = b_s[buf, kk, (i // VEC) * span + tx * VEC + i % VEC]
                     for i in range(micro):

@@ -7,7 +7,8 @@ tile sizes (both GEMM tile configurations: 128 x 128 with 8 x 8 register tiles a
 kernel the PTX size, FMA count, shared-memory loads and local-memory loads (ld.local
 > 0 would mean a register tile was left in local memory). Where ``ptxas`` is found
 (the CUDA toolkit's, or the pip nvidia-cuda-nvcc one) it also assembles the PTX and
-prints registers per thread and ptxas's spill stores / loads, which must be 0.
+prints registers per thread and ptxas's spill stores / loads, which must be 0. Exits 1
+if a kernel fails to compile, uses local memory or spills.
 It needs the CUDA toolkit's NVVM, not a driver:
 
     python3 -m venv /tmp/venv-cuda && /tmp/venv-cuda/bin/pip install "numba-cuda[cu12]"
