@@ -2,10 +2,13 @@
 GEMM's ragged edges, device residency, "auto" routing and device-array errors.
 
 Without a GPU these run on numba's CUDA simulator (conftest sets
-NUMBA_ENABLE_CUDASIM=1), with the simulator's small tiles (TILE 16, k step 4), so
-the shapes below straddle several blocks and k steps. Tests marked ``gpu`` need
-a real GPU (realistic layer shapes, ``__cuda_array_interface__`` objects); they
-skip under the simulator and run wherever a GPU exists.
+NUMBA_ENABLE_CUDASIM=1), with the simulator's small tiles (GEMM tiles 16 ("big") and
+8 ("small"), k step 4; GEMV blocks of 4 features, 16 inputs per lane sweep), so the
+shapes below straddle several blocks and k steps. Each GEMM configuration (big,
+small, split-K) and the GEMV are forced on in turn; "auto" picks between them.
+Tests marked ``gpu`` need a real GPU (realistic layer shapes,
+``__cuda_array_interface__`` objects); they skip under the simulator and run
+wherever a GPU exists.
 """
 from __future__ import annotations
 
@@ -72,6 +75,36 @@ def test_conv2d_each_algorithm(nc, key, algorithm, activation):
     assert_close(y, want, reduction=red, case=f"cuda {algorithm} {key} vs ORT")
 
 
+# (tile config, k splits): both tiles, and split-K (3 slices; 2 for the big tile), each
+# forced on the implicit GEMM whatever gemm_plan would choose.
+GEMM_PLANS = [("big", 1), ("small", 1), ("small", 3), ("big", 2)]
+
+
+@pytest.mark.parametrize("plan", GEMM_PLANS, ids=lambda p: f"{p[0]}-split{p[1]}")
+@pytest.mark.parametrize("key", list(CONV_PATH_CASES))
+def test_conv2d_implicit_gemm_each_plan(nc, key, plan):
+    N, C, H, W, K, R, S, kw = CONV_PATH_CASES[key]
+    groups = kw.get("groups", 1)
+    x = rand((N, C, H, W), 4)
+    w = rand((K, C // groups, R, S), 5)
+    b = rand((K,), 6)
+    p = _checks.check_conv2d(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
+                             kw.get("dilation", 1), groups)
+    y = nc.conv2d(x, w, b, p, "relu", algorithm="implicit_gemm", plan=plan)
+    ref = fc.conv2d(x, w, b, activation="relu", backend="naive", **kw)
+    assert_close(y, ref, reduction=(C // groups) * R * S, case=f"cuda {plan} {key} vs naive")
+
+
+def test_conv2d_implicit_gemm_no_bias_long_k(nc):
+    """C*R*S = 72 is 18 k steps of 4: with 5 slices the last one is short."""
+    x, w = rand((1, 8, 6, 5), 7), rand((9, 8, 3, 3), 8)
+    p = _checks.check_conv2d(x, w, None, 1, 1, 1, 1)
+    ref = fc.conv2d(x, w, None, padding=1, backend="naive")
+    for plan in [("small", 5), ("big", 1), ("small", 18), ("small", 40)]:
+        y = nc.conv2d(x, w, None, p, None, algorithm="implicit_gemm", plan=plan)
+        assert_close(y, ref, reduction=72, case=f"cuda no bias {plan}")
+
+
 def test_conv2d_choice(nc):
     p = _checks.check_conv2d(rand((1, 8, 5, 5), 0), rand((8, 1, 3, 3), 1), None, 1, 1, 1, 8)
     assert nc.conv2d_choose(p) == "direct"  # depthwise: one output channel per group
@@ -103,6 +136,169 @@ def test_gemm_ragged_edges(nc, shape, trans_a, trans_b):
     ref = fc.gemm(a, b, c, alpha=0.5, beta=-2.0, trans_a=trans_a, trans_b=trans_b,
                   backend="naive")
     assert_close(y, ref, reduction=K, case=f"cuda gemm {shape} vs naive")
+
+
+# Around both simulator tiles (8 and 16) and the k step (4): K = 1, N = 1, M = 1, one
+# short of / one past a tile, several tiles and k steps.
+GEMM_PLAN_SHAPES = [(1, 1, 1), (17, 9, 5), (16, 16, 8), (9, 33, 1), (20, 1, 13), (1, 20, 13),
+                    (33, 18, 21)]
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+@pytest.mark.parametrize("plan", GEMM_PLANS, ids=lambda p: f"{p[0]}-split{p[1]}")
+@pytest.mark.parametrize("shape", GEMM_PLAN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gemm_each_plan(nc, shape, plan, trans_a, trans_b):
+    M, N, K = shape
+    a = rand((K, M) if trans_a else (M, K), M + 1)
+    b = rand((N, K) if trans_b else (K, N), N + 2)
+    c = rand((1, N), K + 3)
+    y = nc.gemm(a, b, c, 1.5, -0.5, trans_a, trans_b, path=plan[0], splits=plan[1])
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    want = 1.5 * (opa.astype(np.float64) @ opb) - 0.5 * c
+    assert_close(y, want, reduction=K, case=f"cuda gemm {shape} {plan} t{trans_a:d}{trans_b:d}")
+
+
+def test_gemm_plan_rule(nc):
+    """Big tile only with >= 2 blocks per SM; else the small one, split along k when even
+    that leaves SMs short, never into empty slices nor below MIN_SPLIT_STEPS k steps."""
+    big, small, tk = nc.TILE_BIG, nc.TILE_SMALL, nc.TILE_K
+    assert nc.gemm_plan(4 * big, 4 * big, 64, sms=8) == ("big", 1)   # 16 blocks = 2 x 8
+    assert nc.gemm_plan(4 * big, 2 * big, 64, groups=2, sms=8) == ("big", 1)
+    # 16 big blocks on 9 SMs: k = 16 steps is too short to split -> 64 small blocks
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 16, sms=9) == ("small", 1)
+    # ... a long k is split: 2 slices of 16 big blocks (SGEMM 1024^3 on 132 SMs: 5 x 64)
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 32, sms=9) == ("big", 2)
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 1000, sms=9) == ("big", 2)
+    assert nc.gemm_plan(8 * big, 8 * big, tk * 128, sms=132) == ("big", 5)
+    # M = one small tile: the big tile would be half padding (VGG conv1_2's 64 channels)
+    assert nc.gemm_plan(small, 64 * big, 64, sms=8) == ("small", 1)
+    assert nc.gemm_plan(big - small // 2, 64 * big, 64, sms=8) == ("big", 1)  # 96 of 128
+    # a batch-1 layer: 2 x 3 small blocks on 132 SMs, long k -> 44 slices (264 blocks)
+    config, splits = nc.gemm_plan(2 * small, 3 * small, tk * 1600, sms=132)
+    assert (config, splits) == ("small", 44)
+    # short k: no slice under MIN_SPLIT_STEPS k steps
+    assert nc.gemm_plan(2 * small, 3 * small, tk * 2 * nc.MIN_SPLIT_STEPS, sms=132) == \
+        ("small", 2)
+    assert nc.gemm_plan(2 * small, 3 * small, tk * 5, sms=132) == ("small", 1)
+    assert nc.gemm_plan(1, 1, tk * 10 ** 6, sms=132)[1] == nc.MAX_SPLITS
+    for steps in range(1, 60):
+        for want in (1, 2, 3, 7, 16, 64):
+            got = nc._even_splits(steps * tk, want)
+            per = -(-steps // got)
+            assert 1 <= got <= max(1, min(want, steps)) and (got - 1) * per < steps, \
+                (steps, want, got)
+
+
+def test_split_k_workspace_is_reused(nc):
+    """Split-K slices go to a per-thread buffer that grows, not a fresh allocation."""
+    nc._workspace((2, 3, 4))
+    first = nc._workspace((3, 5))
+    assert first.shape == (3, 5)
+    again = nc._workspace((2, 7))
+    assert again.shape == (2, 7)
+    bigger = nc._workspace((40, 50))
+    assert bigger.shape == (40, 50)
+    a, b = rand((20, 16), 1), rand((16, 9), 2)  # results stay right across reuse
+    for splits in (2, 4, 3):
+        y = nc.gemm(a, b, None, 1.0, 0.0, False, False, path="small", splits=splits)
+        assert_close(y, a.astype(np.float64) @ b, reduction=16, case=f"reuse split {splits}")
+
+
+def test_sm_count(nc, cuda):
+    if nc.SIMULATOR:
+        assert nc.sm_count() == nc.SIMULATED_SM_COUNT
+    else:
+        assert nc.sm_count() == cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+# ---------------------------------------------------------------------------- GEMV
+
+# (out_features, in_features) around the simulator's GEMV block (4 features) and lane
+# sweep (8 lanes x 2 unrolled = 16 inputs): 1, ragged, several blocks and sweeps.
+GEMV_SHAPES = [(1, 1), (5, 7), (9, 37), (4, 16)]
+
+
+def _check_gemv(nc, rows, shape, bias, activation):
+    out_f, in_f = shape
+    x, w = rand((rows, in_f), rows), rand((out_f, in_f), in_f)
+    b = rand((out_f,), out_f) if bias else None
+    y = nc.linear(x, w, b, activation=activation, path="gemv")
+    want = x.astype(np.float64) @ w.T + (0 if b is None else b)
+    if activation == "relu":
+        want = np.maximum(want, 0)
+    assert_close(y, want, reduction=in_f, case=f"gemv rows={rows} {shape} {bias} {activation}")
+
+
+@pytest.mark.parametrize("rows", range(1, 9))
+def test_linear_gemv_rows(nc, rows):
+    """Every row count (kernels for 1, 2, 4 and 8 rows; 3, 5, 6, 7 repeat a row), with
+    bias + ReLU on odd counts and neither on even ones."""
+    odd = rows % 2 == 1
+    _check_gemv(nc, rows, (9, 37), odd, "relu" if odd else None)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("shape", GEMV_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_linear_gemv_shapes(nc, rows, shape):
+    _check_gemv(nc, rows, shape, rows != 3, "relu" if rows == 8 else None)
+
+
+def test_gemm_gemv_alpha_beta_broadcast(nc):
+    """gemm(a, b.T) with few rows takes the GEMV, with gemm's epilogue."""
+    a, b = rand((3, 21), 1), rand((6, 21), 2)
+    for c in (rand((3, 6), 3), rand((1, 6), 4), rand((3, 1), 5), None):
+        y = nc.gemm(a, b, c, -2.0, 0.25, False, True, path="gemv")
+        want = -2.0 * (a.astype(np.float64) @ b.T) + (0 if c is None else 0.25 * c)
+        case = f"gemv gemm c={None if c is None else c.shape}"
+        assert_close(y, want, reduction=21, case=case)
+
+
+def test_gemv_path_errors(nc):
+    with pytest.raises(ValueError, match="the gemv path takes a @ b.T"):
+        nc.gemm(rand((3, 4), 1), rand((5, 4), 2), None, 1.0, 0.0, True, True, path="gemv")
+    with pytest.raises(ValueError, match="the gemv path takes a @ b.T"):
+        nc.linear(rand((9, 4), 1), rand((5, 4), 2), None, path="gemv")
+    with pytest.raises(ValueError, match="unknown gemm path"):
+        nc.linear(rand((2, 4), 1), rand((5, 4), 2), None, path="winograd")
+
+
+@pytest.fixture
+def gemv_calls(nc, monkeypatch):
+    calls = []
+    launch = nc._launch_gemv
+
+    def counting(x, *args):
+        calls.append(x.shape[0])
+        return launch(x, *args)
+
+    monkeypatch.setattr(nc, "_launch_gemv", counting)
+    return calls
+
+
+def test_auto_linear_takes_gemv_up_to_8_rows(nc, gemv_calls):
+    w, b = rand((6, 10), 1), rand((6,), 2)
+    for rows in (1, nc.GEMV_MAX_ROWS, nc.GEMV_MAX_ROWS + 1):
+        x = rand((rows, 10), rows)
+        y = fc.linear(x, w, b, backend="cuda")
+        assert_close(y, x.astype(np.float64) @ w.T + b, reduction=10, case=f"auto rows={rows}")
+    assert gemv_calls == [1, nc.GEMV_MAX_ROWS]  # 9 rows went to the tiled GEMM
+
+
+def test_network_linear_at_batch_1_takes_gemv(nc, gemv_calls):
+    """The runner binds the backend's linear: at batch 1 on cuda that is the GEMV."""
+    from fastconv import nn
+
+    model = nn.Sequential(("fc1", nn.Linear(12, 7, rng=np.random.default_rng(1))),
+                          ("relu1", nn.ReLU()),
+                          ("fc2", nn.Linear(7, 3, rng=np.random.default_rng(2))))
+    x = rand((1, 12), 3)
+    with fc.use_backend("cuda"):
+        y = model(x)
+    with fc.use_backend("naive"):
+        ref = model(x)
+    assert_close(y, ref, reduction=12, case="Linear-ReLU-Linear at batch 1")
+    assert gemv_calls == [1, 1]
 
 
 @pytest.mark.parametrize("c_shape", [(), (7,), (1, 7), (5, 1), (5, 7)])
@@ -202,7 +398,7 @@ def test_cuda_array_interface_objects(nc, cuda):
 @pytest.mark.parametrize("layer", ["alexnet.conv2", "alexnet.conv3", "vgg16.conv3_2",
                                    "resnet50.res2_1x1c", "lenet5.conv2.b64"])
 def test_real_layers_against_c(nc, layer):
-    """Seed layers at full size against the C backend (GPU tiles: 64 x 64, k step 8)."""
+    """Seed layers at full size against the C backend (GPU tiles: 128 and 64, k step 8)."""
     needs_gpu(nc)
     import sys
     from pathlib import Path
@@ -216,3 +412,27 @@ def test_real_layers_against_c(nc, layer):
     y = fc.conv2d(x, w, b, backend="cuda", **kw)
     assert_close(y, fc.conv2d(x, w, b, backend="c", **kw), reduction=(C // groups) * R * S,
                  case=f"{layer} cuda vs c")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(1024, 1024, 1024), (1000, 999, 1001), (384, 169, 2304)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_real_gemm_sizes_auto(nc, shape):
+    """Sizes that take the big tile, the small one with ragged edges, and split-K."""
+    needs_gpu(nc)
+    M, N, K = shape
+    a, b = rand((M, K), 1), rand((K, N), 2)
+    y = fc.gemm(a, b, backend="cuda")
+    assert_close(y, a.astype(np.float64) @ b, reduction=K,
+                 case=f"gemm {shape} {nc.gemm_plan(M, N, K)}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_real_gemv_fc6(nc, rows):
+    """AlexNet FC6 (9216 -> 4096) at small batch, through the GEMV."""
+    needs_gpu(nc)
+    x, w, b = rand((rows, 9216), 1), rand((4096, 9216), 2), rand((4096,), 3)
+    y = fc.linear(x, w, b, backend="cuda")
+    assert_close(y, x.astype(np.float64) @ w.T.astype(np.float64) + b, reduction=9216,
+                 case=f"fc6 rows={rows}")

@@ -16,18 +16,40 @@ Where data lives
     activation there, and only what the caller copies back leaves the device.
 
 Kernels
-  * ``_tiled_gemm(load_a, load_b, store)`` builds the one shared-memory SGEMM: a
-    block computes a TILE x TILE (64 x 64) tile of y with 16 x 16 threads, each
-    holding a 4 x 4 register tile (rows ty + 16 i, columns tx + 16 j, so a warp's
-    stores and shared-memory reads are consecutive). Per 8-deep k step the block
-    stages an A and a B tile in shared memory. The three device functions plugged in
-    decide what A, B and the epilogue are:
-      - gemm/linear: A and B are the matrices (trans flags in the loader), the
-        epilogue is ``alpha * acc + beta * c`` with c broadcast by index modulo.
+  * ``_tiled_gemm(load_a, b_col, load_b, store, tile, ...)`` builds the one
+    shared-memory SGEMM body, in two tile configurations of 256 threads (16 x 16):
+      - big: a 128 x 128 block tile, an 8 x 8 register tile per thread, laid out as
+        2 x 2 strips of 4 x 4 spaced 64 apart (rows 4 ty .. 4 ty + 3 and 64 + the
+        same; columns likewise with tx). Each thread reads 4 contiguous floats per
+        strip from shared memory, and a warp is 8 x 4 threads, so its reads hit
+        distinct banks. It does twice the FMAs per shared-memory read of the small tile.
+      - small: a 64 x 64 block tile, one 4 x 4 strip per thread: four times the blocks,
+        for problems where the big tile leaves SMs idle.
+    Per k step of 8, the block stages an A tile (k-major, a_s[k, m]) and a B tile in
+    shared memory, double-buffered: the global loads of step s + 1 are issued into
+    registers before the FMAs of step s (their latency hides behind them) and stored
+    to the other buffer after, one barrier per step. Global loads coalesce: the load
+    direction (along k for a row-major A or a transposed B, along m / n otherwise) is
+    a compile-time choice made with the loaders.
+    ``gemm_plan`` picks per call: the big tile where it gives >= 2 blocks per SM (the
+    SM count is read from the device), else the small one; and where even that leaves
+    SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169, 18 small
+    blocks), k is split into slices that run as separate blocks and are summed by a
+    reduce kernel, which then applies the epilogue.
+    The device functions plugged in decide what A, B and the epilogue are:
+      - gemm/linear: A and B are the matrices (one kernel set per trans_a, trans_b),
+        the epilogue is ``alpha * acc + beta * c`` (y is filled with beta * c, c
+        broadcast by index, before the GEMM), then an optional ReLU.
       - conv2d ("implicit_gemm"): A is the weight as (K, C/groups*R*S), B is the
-        im2col matrix computed on the fly from x (padding reads as 0), grid z is
-        the group, and the epilogue adds the bias, applies the ReLU and scatters
-        into NCHW. No im2col buffer exists.
+        im2col matrix computed on the fly from x (padding reads as 0; the column's
+        image and window corner are computed once per thread), grid z is the group
+        (times the k slices), and the epilogue adds the bias, applies the ReLU and
+        scatters into NCHW. No im2col buffer exists.
+  * GEMV (``_gemv(rows)``): ``a @ b.T`` with at most 8 rows (linear at small batch,
+    which streams the weight once): one warp per 2 output features, lanes reading
+    each weight row contiguously with 8 loads in flight, a warp-shuffle reduction and
+    the epilogue (which reads c itself). One kernel per row bound (1, 2, 4, 8), so
+    the accumulators stay in registers.
   * conv2d "direct": one thread per output element. Used where the GEMM's M side
     (output channels per group) is too small to fill a 64-row tile: depthwise and
     other thin grouped convolutions.
@@ -39,12 +61,13 @@ Kernels
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import threading
 
 import numba
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, int64
 
 from .._checks import is_device_array
 
@@ -75,21 +98,47 @@ def _public(op):
 
 # The simulator runs one Python thread per CUDA thread, so under it the same kernels
 # are launched with small tiles and blocks: the indexing, the shared-memory staging,
-# the reductions and the ragged edges are exercised the same way (every size is a
-# power of two either way), in seconds rather than minutes.
+# the warp layout, the reductions and the ragged edges are exercised the same way
+# (every size is a power of two either way), in seconds rather than minutes.
 if SIMULATOR:
-    TILE, TILE_K, THREADS_2D, THREADS_1D, REDUCE_THREADS = 16, 4, 8, 64, 16
+    TILE_K, THREADS_2D, VEC, LANES_X, WARP_LANES = 4, 4, 2, 2, 4
+    THREADS_1D, REDUCE_THREADS = 64, 16
+    GEMV_LANES, GEMV_WARPS, GEMV_UNROLL = 8, 2, 2
 else:
-    TILE = 64               # rows and columns of y per GEMM block
     TILE_K = 8              # depth of the k step staged in shared memory
-    THREADS_2D = 16         # the GEMM block is THREADS_2D x THREADS_2D threads
+    THREADS_2D = 16         # a GEMM block is THREADS_2D x THREADS_2D = 256 threads
+    VEC = 4                 # a GEMM thread's rows (and columns) come in strips of VEC
+    LANES_X = 8             # a warp covers LANES_X x (WARP_LANES / LANES_X) of the threads
+    WARP_LANES = 32
     THREADS_1D = 256        # threads per block of the one-thread-per-element kernels
     REDUCE_THREADS = 128    # threads per block of the reductions (a power of two)
-MICRO = TILE // THREADS_2D  # each GEMM thread holds a MICRO x MICRO register tile
-LOADS = TILE * TILE_K // (THREADS_2D * THREADS_2D)  # A (and B) elements each thread stages
+    GEMV_LANES = 32         # a warp per GEMV output feature pair
+    GEMV_WARPS = 4          # warps per GEMV block
+    GEMV_UNROLL = 8         # weight loads each lane keeps in flight per feature
+GEMM_THREADS = THREADS_2D * THREADS_2D
+LANES_Y = WARP_LANES // LANES_X
+WARPS_X = THREADS_2D // LANES_X
+# The two GEMM tile configurations (one kernel body, see _tiled_gemm): the big one
+# has 2 x 2 strips of VEC per thread (an 8 x 8 register tile on a GPU, 128 x 128 per
+# block), the small one 1 x 1 (4 x 4 per thread, 64 x 64 per block).
+TILE_BIG = 2 * VEC * THREADS_2D
+TILE_SMALL = VEC * THREADS_2D
+GEMM_TILES = {"big": TILE_BIG, "small": TILE_SMALL}
+SMEM_PAD = 4  # shared tile rows are TILE + 4 floats: k-fast stores hit 32 distinct banks
+GEMV_FEATURES = 2            # output features per GEMV warp (each x load feeds both)
+GEMV_ROW_KERNELS = (1, 2, 4, 8)  # rows of x per GEMV kernel specialisation
+GEMV_MAX_ROWS = GEMV_ROW_KERNELS[-1]
+GEMV_THREADS = GEMV_LANES * GEMV_WARPS
+SIMULATED_SM_COUNT = 2       # what gemm_plan assumes under the simulator
 
 _F0 = float32(0.0)
 _NEG_INF = float32(-math.inf)
+
+
+def _log2(n):
+    """log2 of a power of two (a Python int: a constant inside the kernels)."""
+    assert n > 0 and n & (n - 1) == 0, n
+    return n.bit_length() - 1
 
 
 def _blocks(total, threads):
@@ -164,6 +213,15 @@ def _unravel_ncl(i, C, L):
 
 
 @cuda.jit(device=True)
+def _div(a, b):
+    """a // b for 0 <= a < 2**50 and b > 0, without a 64-bit integer division (a long
+    PTX subroutine): the reciprocal is a float64 of b alone (hoisted out of loops where
+    b is loop-invariant), and the +0.5 keeps the product's rounding error (< a * 2**-51)
+    inside the gap to the neighbouring integers (>= 0.5 / b)."""
+    return int64((a + 0.5) * (1.0 / b))
+
+
+@cuda.jit(device=True)
 def _relu_value(v):
     """max(v, 0): NaN stays NaN, -0.0 becomes +0.0 (the spec's _relu_scalar)."""
     if v > 0 or v != v:
@@ -174,127 +232,495 @@ def _relu_value(v):
 # --------------------------------------------------------------------------- tiled SGEMM
 
 
-def _tiled_gemm(load_a, load_b, store):
-    """The shared-memory SGEMM kernel with the given loaders and epilogue (see module doc).
+def _tiled_gemm(load_a, b_col, load_b, store, tile, a_kfast, b_kfast, min_blocks):
+    """The shared-memory SGEMM kernel for a ``tile`` x ``tile`` block (see module doc).
 
-    load_a(a, ints, g, m, k) and load_b(b, ints, g, k, n) are only called inside
-    the (M, Kd) and (Kd, N) bounds; out-of-range tile slots hold 0, which is what
-    makes every ragged M, N and K edge exact.
+    Loaders: load_a(a, ints, g, m, k) and load_b(b, ints, g, k, c0, c1, c2) are only
+    called inside the (M, Kd) and (Kd, N) bounds; out-of-range tile slots hold 0, which
+    makes every ragged M, N and K edge exact. (c0, c1, c2) = b_col(ints, g, n) is the
+    part of column n's addressing that does not depend on k (for conv2d: the image and
+    the window's corner, two divisions); walking B along n, a thread loads the same
+    column at every k step, so it is computed once, before the k loop.
     store(y, aux, ints, alpha, beta, g, m, n, acc) writes one finished element.
-    """
 
-    @cuda.jit
-    def kernel(a, b, y, aux, M, N, Kd, ints, alpha, beta):
-        a_tile = cuda.shared.array((TILE_K, TILE), float32)
-        b_tile = cuda.shared.array((TILE_K, TILE), float32)
-        acc = cuda.local.array((MICRO, MICRO), float32)
-        a_reg = cuda.local.array(MICRO, float32)
-        b_reg = cuda.local.array(MICRO, float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * THREADS_2D + tx
-        m0 = cuda.blockIdx.y * TILE
-        n0 = cuda.blockIdx.x * TILE
-        g = cuda.blockIdx.z
-        for i in range(MICRO):
-            for j in range(MICRO):
+    a_kfast / b_kfast (compile-time, as the loaders are): which way neighbouring threads
+    walk when loading A and B, along k for a row-major A or a transposed B, along m / n
+    otherwise, so that global loads coalesce whatever the layout. min_blocks: the
+    launch bound (blocks per SM) that caps registers, None for none.
+
+    Kernel arguments beyond the loaders': ws, the (groups * splits, M, N) split-K
+    workspace (written only when splits > 1), and splits, the number of k slices (grid
+    z = group * splits + slice).
+    """
+    micro = tile // THREADS_2D  # rows (and columns) of y per thread: 8 big, 4 small
+    span = tile * VEC // micro  # a thread's VEC-wide strips are span apart (64 big)
+    loads = tile * TILE_K // GEMM_THREADS  # A (and B) elements each thread stages per k step
+    row = tile + SMEM_PAD
+    assert GEMM_THREADS % tile == 0 and loads * GEMM_THREADS == tile * TILE_K
+    warp_shift, lx_shift, ly_shift, wx_shift = map(_log2, (WARP_LANES, LANES_X, LANES_Y,
+                                                           WARPS_X))
+
+    @_gemm_jit(min_blocks)
+    def kernel(a, b, y, aux, ws, M, N, Kd, ints, alpha, beta, splits):
+        # A is staged k-major (a_s[k, m]) like B, so that the inner loop reads both as
+        # rows. Two buffers: the next k step is stored while others still read this one.
+        a_s = cuda.shared.array((2, TILE_K, row), float32)
+        b_s = cuda.shared.array((2, TILE_K, row), float32)
+        acc = cuda.local.array((micro, micro), float32)
+        a_reg = cuda.local.array(micro, float32)
+        b_reg = cuda.local.array(micro, float32)
+        a_next = cuda.local.array(loads, float32)
+        b_next = cuda.local.array(loads, float32)
+        # Index arithmetic the compiler can see is >= 0: the mask is a no-op (the block
+        # has GEMM_THREADS threads) and tx, ty come from bit operations, so Python's
+        # negative-number fix-ups of % and // and the negative-index wraparound of
+        # every shared-memory read disappear: the reads become one base address plus
+        # constant offsets, and far fewer registers stay live.
+        tid = cuda.threadIdx.x & (GEMM_THREADS - 1)
+        # A warp is LANES_X x LANES_Y threads (8 x 4): per shared read it touches 4 A
+        # strips and 8 B strips of VEC contiguous floats, all in distinct banks.
+        lane = tid & (WARP_LANES - 1)
+        warp = tid >> warp_shift
+        tx = ((warp & (WARPS_X - 1)) << lx_shift) | (lane & (LANES_X - 1))
+        ty = ((warp >> wx_shift) << ly_shift) | (lane >> lx_shift)
+        m0 = cuda.blockIdx.y * tile
+        n0 = cuda.blockIdx.x * tile
+        g = cuda.blockIdx.z // splits
+        steps = (Kd + TILE_K - 1) // TILE_K
+        per = (steps + splits - 1) // splits
+        k_begin = (cuda.blockIdx.z - g * splits) * per * TILE_K
+        k_steps = max(0, min(per, steps - k_begin // TILE_K))
+        # Walking B along n, all of a thread's load slots are in column tid % tile
+        # (GEMM_THREADS is a multiple of tile): its k-independent addressing is
+        # computed once, here. (Along k, each slot has its own column: computed per load.)
+        c0, c1, c2 = b_col(ints, g, n0 + tid % tile)
+        for i in range(micro):
+            for j in range(micro):
                 acc[i, j] = _F0
-        for k0 in range(0, Kd, TILE_K):
-            for load in range(LOADS):
-                e = tid + load * THREADS_2D * THREADS_2D
-                # A: neighbouring threads walk k (contiguous in a row-major A)
-                kk = e % TILE_K
-                mm = e // TILE_K
-                v = _F0
-                if m0 + mm < M and k0 + kk < Kd:
-                    v = load_a(a, ints, g, m0 + mm, k0 + kk)
-                a_tile[kk, mm] = v
-                # B: neighbouring threads walk n (contiguous in B and in im2col columns)
-                nn = e % TILE
-                kk = e // TILE
-                v = _F0
-                if n0 + nn < N and k0 + kk < Kd:
-                    v = load_b(b, ints, g, k0 + kk, n0 + nn)
-                b_tile[kk, nn] = v
-            cuda.syncthreads()
-            for kk in range(TILE_K):
-                for i in range(MICRO):
-                    a_reg[i] = a_tile[kk, ty + i * THREADS_2D]
-                for j in range(MICRO):
-                    b_reg[j] = b_tile[kk, tx + j * THREADS_2D]
-                for i in range(MICRO):
-                    for j in range(MICRO):
-                        acc[i, j] += a_reg[i] * b_reg[j]
-            cuda.syncthreads()  # the tiles are overwritten by the next k step
-        for i in range(MICRO):
-            m = m0 + ty + i * THREADS_2D
-            if m < M:
-                for j in range(MICRO):
-                    n = n0 + tx + j * THREADS_2D
-                    if n < N:
-                        store(y, aux, ints, alpha, beta, g, m, n, acc[i, j])
+        # Software pipeline, one barrier per k step: step s stores the registers
+        # fetched at step s - 1 into shared buffer (s - 1) % 2, then issues the global
+        # loads of k step s (into registers: their latency hides behind the FMAs),
+        # then multiplies buffer (s - 1) % 2.
+        for s in range(k_steps + 1):
+            buf = (s + 1) & 1
+            if s > 0:
+                for l in range(loads):
+                    e = tid + l * GEMM_THREADS
+                    if a_kfast:
+                        a_s[buf, e % TILE_K, e // TILE_K] = a_next[l]
+                    else:
+                        a_s[buf, e // tile, e % tile] = a_next[l]
+                    if b_kfast:
+                        b_s[buf, e % TILE_K, e // TILE_K] = b_next[l]
+                    else:
+                        b_s[buf, e // tile, e % tile] = b_next[l]
+                cuda.syncthreads()
+            if s < k_steps:
+                k0 = k_begin + s * TILE_K
+                for l in range(loads):
+                    e = tid + l * GEMM_THREADS
+                    # k-fast: TILE_K neighbours read one row's TILE_K consecutive floats
+                    # (32 bytes); otherwise a warp reads 32 consecutive floats of a row.
+                    if a_kfast:
+                        kk, mm = e % TILE_K, e // TILE_K
+                    else:
+                        kk, mm = e // tile, e % tile
+                    v = _F0
+                    if m0 + mm < M and k0 + kk < Kd:
+                        v = load_a(a, ints, g, m0 + mm, k0 + kk)
+                    a_next[l] = v
+                    v = _F0
+                    if b_kfast:
+                        kk, nn = e % TILE_K, e // TILE_K
+                        if n0 + nn < N and k0 + kk < Kd:
+                            d0, d1, d2 = b_col(ints, g, n0 + nn)
+                            v = load_b(b, ints, g, k0 + kk, d0, d1, d2)
+                    else:
+                        kk = e // tile
+                        if n0 + tid % tile < N and k0 + kk < Kd:
+                            v = load_b(b, ints, g, k0 + kk, c0, c1, c2)
+                    b_next[l] = v
+            if s > 0:
+                for kk in range(TILE_K):
+                    for i in range(micro):  # one flat loop: unrolled, a_reg in registers
+                        a_reg[i] = a_s[buf, kk, (i // VEC) * span + ty * VEC + i % VEC]
+                        b_reg[i] = b_s[buf, kk, (i // VEC) * span + tx * VEC + i % VEC]
+                    for i in range(micro):
+                        for j in range(micro):
+                            acc[i, j] += a_reg[i] * b_reg[j]
+        # The epilogue loops are too big to unroll (the store is inlined), and acc[i, j]
+        # with a loop-variable index would send all of acc to local memory. So each
+        # element is taken from acc[0, 0], then acc shifts by one (constant-index moves,
+        # unrolled): acc stays in registers.
+        for i in range(micro):
+            m = m0 + (i // VEC) * span + ty * VEC + i % VEC
+            for j in range(micro):
+                n = n0 + (j // VEC) * span + tx * VEC + j % VEC
+                if m < M and n < N:
+                    if splits > 1:
+                        ws[cuda.blockIdx.z, m, n] = acc[0, 0]
+                    else:
+                        store(y, aux, ints, alpha, beta, g, m, n, acc[0, 0])
+                for jj in range(micro - 1):
+                    acc[0, jj] = acc[0, jj + 1]
+            for ii in range(micro - 1):
+                for jj in range(micro):
+                    acc[ii, jj] = acc[ii + 1, jj]
 
     return kernel
 
 
-def _launch_tiled(kernel, a, b, y, aux, M, N, Kd, ints, alpha=1.0, beta=0.0, groups=1):
-    grid = (_blocks(N, TILE), _blocks(M, TILE), groups)
-    kernel[grid, (THREADS_2D, THREADS_2D)](a, b, y, aux, M, N, Kd, ints,
-                                          float32(alpha), float32(beta))
+def _split_k_reduce(store):
+    """Sum the split-K slices of ws (groups * splits, M, N), then the usual epilogue:
+    one thread per element of y, neighbours along n."""
+
+    @cuda.jit
+    def kernel(ws, y, aux, M, N, ints, alpha, beta, splits):
+        i = cuda.grid(1)
+        MN = M * N
+        if i >= (ws.shape[0] // splits) * MN:
+            return
+        g = i // MN
+        mn = i - g * MN
+        m = mn // N
+        n = mn - m * N
+        acc = _F0
+        for s in range(splits):
+            acc += ws[g * splits + s, m, n]
+        store(y, aux, ints, alpha, beta, g, m, n, acc)
+
+    return kernel
 
 
-# gemm: ints = (trans_a, trans_b, c_rows, c_cols, has_c); c is read at [m % c_rows, n % c_cols]
+def _gemm_jit(min_blocks):
+    """cuda.jit, with launch bounds (GEMM_THREADS, min_blocks) where numba-cuda has them."""
+    if SIMULATOR or min_blocks is None or \
+            "launch_bounds" not in inspect.signature(cuda.jit).parameters:
+        return cuda.jit
+    return cuda.jit(launch_bounds=(GEMM_THREADS, min_blocks))
+
+
+class _GemmKernels:
+    """One op's GEMM kernels, all from the same loaders and epilogue: the two tile
+    configurations and the split-K reduction (shared when given: it only depends on
+    the epilogue).
+
+    big_min_blocks: 2 caps the big tile at 128 registers, so that two of its blocks
+    share an SM (one block's barrier stalls are covered by the other), where ptxas
+    fits that without spilling (tests/tools/check_cuda_ptx.py checks); None lets
+    ptxas use what it needs (then one 256-thread block per SM)."""
+
+    def __init__(self, load_a, b_col, load_b, store, a_kfast, b_kfast, reduce=None,
+                 big_min_blocks=None):
+        self.big = _tiled_gemm(load_a, b_col, load_b, store, TILE_BIG, a_kfast, b_kfast,
+                               big_min_blocks)
+        self.small = _tiled_gemm(load_a, b_col, load_b, store, TILE_SMALL, a_kfast, b_kfast,
+                                 None)
+        self.reduce = reduce or _split_k_reduce(store)
+
+
+# Per-call choice (gemm_plan). The big tile does twice the FMAs per shared-memory read
+# of the small one, but a quarter as many blocks: it is used only while it still gives
+# every SM MIN_BLOCKS_PER_SM blocks (one block's barrier stalls are then covered by
+# the other), if need be by splitting k into slices that run as separate blocks and
+# are summed by a second kernel (SGEMM 1024^3: 64 big blocks x 5 slices), and while
+# rounding M and N up to it adds at most BIG_TILE_MAX_PADDING times the small tile's
+# rounded work (64 output channels fill a small tile, but half a big one: VGG conv1_2,
+# ResNet's 1x1 256->64). Otherwise the small tile, split along k when even that leaves
+# SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169, 18 small blocks).
+# Slices are at least MIN_SPLIT_STEPS k steps. (The constants are first guesses, to
+# tune on a GPU.)
+MIN_BLOCKS_PER_SM = 2
+BIG_TILE_MAX_PADDING = 1.5
+MIN_SPLIT_STEPS = 16   # each k slice is at least 16 k steps (128 deep on a GPU)
+MAX_SPLITS = 64        # bounds the workspace: splits * M * N floats
+
+
+@functools.lru_cache(maxsize=None)
+def _device_sm_count(device_id):
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def sm_count():
+    """Streaming multiprocessors of the current device (read from it, once per device)."""
+    if SIMULATOR:
+        return SIMULATED_SM_COUNT
+    return _device_sm_count(cuda.get_current_device().id)
+
+
+def gemm_plan(M, N, Kd, groups=1, sms=None):
+    """(tile config, k splits) for ``groups`` GEMMs of M x N x Kd (see the rule above)."""
+    want = MIN_BLOCKS_PER_SM * (sm_count() if sms is None else sms)
+
+    def blocks(tile):
+        return _blocks(M, tile) * _blocks(N, tile) * groups
+
+    max_splits = min(_blocks(Kd, TILE_K) // MIN_SPLIT_STEPS, MAX_SPLITS)
+    padding = blocks(TILE_BIG) * TILE_BIG ** 2 / (blocks(TILE_SMALL) * TILE_SMALL ** 2)
+    if padding <= BIG_TILE_MAX_PADDING:
+        splits = _even_splits(Kd, max(1, min(_blocks(want, blocks(TILE_BIG)), max_splits)))
+        if blocks(TILE_BIG) * splits >= want:
+            return "big", splits
+    splits = min(want // blocks(TILE_SMALL), max_splits)
+    return "small", _even_splits(Kd, max(1, splits))
+
+
+def _even_splits(Kd, splits):
+    """Fewer splits where the last ones would be empty (k is split in whole k steps)."""
+    steps = max(1, _blocks(Kd, TILE_K))
+    return _blocks(steps, _blocks(steps, max(1, min(splits, steps))))
+
+
+_scratch = threading.local()
+
+
+def _workspace(shape):
+    """A float32 device array of ``shape`` for the split-K slices: a view of a buffer
+    kept per thread and device and grown as needed, since numba's allocations go
+    straight to cuMemAlloc (tens of microseconds: a batch-1 layer's whole budget).
+    Per thread, so that two threads' launches never share one; kernels on one
+    thread's stream run in order, so a buffer is free again when the next launch of
+    the same thread starts."""
+    size = math.prod(shape)
+    key = 0 if SIMULATOR else cuda.get_current_device().id
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = buffers[key] = _empty(max(size, 2 * (0 if buf is None else buf.size)))
+    return buf[:size].reshape(shape)
+
+
+def _launch_tiled(kernels, a, b, y, aux, M, N, Kd, ints, alpha=1.0, beta=0.0, groups=1,
+                  plan=None):
+    """plan: None (gemm_plan decides) or (config, splits) to force one (tests)."""
+    config, splits = gemm_plan(M, N, Kd, groups) if plan is None else plan
+    splits = _even_splits(Kd, splits)
+    tile = GEMM_TILES[config]
+    ws = _workspace((groups * splits, M, N) if splits > 1 else (1, 1, 1))
+    grid = (_blocks(N, tile), _blocks(M, tile), groups * splits)
+    getattr(kernels, config)[grid, GEMM_THREADS](
+        a, b, y, aux, ws, M, N, Kd, ints, float32(alpha), float32(beta), splits)
+    if splits > 1:
+        _launch_1d(kernels.reduce, groups * M * N, ws, y, aux, M, N, ints, float32(alpha),
+                   float32(beta), splits)
+
+
+# gemm: ints = (has_c, relu). With a c, y is first filled with beta * c (broadcast by
+# index, _beta_c_kernel) and the epilogue adds alpha * acc to it, as BLAS does with
+# beta * C: the 8 x 8 epilogue then needs no c addressing (fewer registers live).
 
 
 @cuda.jit(device=True)
 def _gemm_load_a(a, ints, g, m, k):
-    return a[k, m] if ints[0] else a[m, k]
+    return a[m, k]
 
 
 @cuda.jit(device=True)
-def _gemm_load_b(b, ints, g, k, n):
-    return b[n, k] if ints[1] else b[k, n]
+def _gemm_load_a_t(a, ints, g, m, k):
+    return a[k, m]
 
 
 @cuda.jit(device=True)
-def _gemm_store(y, c, ints, alpha, beta, g, m, n, acc):
+def _gemm_b_col(ints, g, n):
+    return n, 0, 0
+
+
+@cuda.jit(device=True)
+def _gemm_load_b(b, ints, g, k, n, unused1, unused2):
+    return b[k, n]
+
+
+@cuda.jit(device=True)
+def _gemm_load_b_t(b, ints, g, k, n, unused1, unused2):
+    return b[n, k]
+
+
+@cuda.jit(device=True)
+def _gemm_store(y, unused, ints, alpha, beta, g, m, n, acc):
     v = alpha * acc
-    if ints[4]:
-        v += beta * c[m % ints[2], n % ints[3]]
+    if ints[0]:
+        v += y[m, n]  # beta * c
+    if ints[1]:
+        v = _relu_value(v)
     y[m, n] = v
 
 
-_sgemm_kernel = _tiled_gemm(_gemm_load_a, _gemm_load_b, _gemm_store)
+@cuda.jit(device=True)
+def _gemm_c_store(y, c, ints, alpha, beta, g, m, n, acc):
+    """The GEMV's epilogue (no register pressure there): reads c itself, saving the
+    launch of _beta_c_kernel, a large share of a batch-1 Linear's time."""
+    v = alpha * acc
+    if ints[0]:
+        v += beta * c[m if c.shape[0] > 1 else 0, n if c.shape[1] > 1 else 0]
+    if ints[1]:
+        v = _relu_value(v)
+    y[m, n] = v
 
 
-def _gemm_device(a, b, c, alpha, beta, trans_a, trans_b):
-    """y = alpha op(a) op(b) + beta c on device arrays; c is None or 2-D, broadcastable."""
+@cuda.jit
+def _beta_c_kernel(c, y, beta):
+    """y (M, N) = beta * c, each dimension of c being 1 or full (checked by the API)."""
+    i = cuda.grid(1)
+    M, N = y.shape
+    if i < M * N:
+        m = i // N
+        n = i - m * N
+        y[m, n] = beta * c[m if c.shape[0] > 1 else 0, n if c.shape[1] > 1 else 0]
+
+
+# One kernel set per (trans_a, trans_b): the loaders and the load direction are
+# compile-time, so each variant holds only its own addressing in registers. (numba
+# compiles a kernel on its first call: unused variants cost nothing.) The big tile
+# fits 128 registers without spills in every variant but a @ b.T (linear's layout:
+# 4 bytes of spills at sm_90), which is left unbounded.
+_sgemm_reduce_kernel = _split_k_reduce(_gemm_store)
+_sgemm_kernels = {
+    (ta, tb): _GemmKernels(_gemm_load_a_t if ta else _gemm_load_a, _gemm_b_col,
+                           _gemm_load_b_t if tb else _gemm_load_b, _gemm_store,
+                           a_kfast=not ta, b_kfast=tb, reduce=_sgemm_reduce_kernel,
+                           big_min_blocks=None if (tb and not ta) else 2)
+    for ta in (False, True) for tb in (False, True)}
+
+# --------------------------------------------------------------------------- GEMV
+
+
+if SIMULATOR:
+    @cuda.jit(device=True)
+    def _shfl_xor(v, offset, buf, tid):
+        """The simulator has no warp shuffles: the same exchange through shared memory."""
+        buf[tid] = v
+        cuda.syncthreads()
+        w = buf[tid ^ offset]
+        cuda.syncthreads()
+        return w
+else:
+    @cuda.jit(device=True)
+    def _shfl_xor(v, offset, buf, tid):
+        return cuda.shfl_xor_sync(0xFFFFFFFF, v, offset)
+
+
+def _gemv(rows):
+    """y (R, O) = x (R, Kd) @ w (O, Kd).T for R <= rows, then _gemm_c_store's epilogue.
+
+    Few rows (linear at batch <= 8) make the GEMM a stream of the weight matrix, read
+    once: one warp per GEMV_FEATURES output features, its lanes reading each weight
+    row contiguously (coalesced) and GEMV_UNROLL loads apart (several in flight per
+    lane), every x element loaded once for all the warp's features; a butterfly of
+    warp shuffles sums the lanes. ``rows`` is a compile-time bound so the (rows x
+    features) accumulators stay in registers; rows past R repeat row R - 1, unstored.
+    """
+    shuffles = _log2(GEMV_LANES)
+    n_acc = rows * GEMV_FEATURES
+    sweep = GEMV_LANES * GEMV_UNROLL  # inputs a warp covers per main-loop iteration
+
+    @cuda.jit(device=True)
+    def accumulate(x, w, kk, o0, O, R, acc, wv):
+        """acc[r, f] += x[r, kk] * w[o0 + f, kk] (rows and features past the end clamped:
+        valid addresses, results never stored)."""
+        for f in range(GEMV_FEATURES):
+            wv[f] = w[min(o0 + f, O - 1), kk]
+        for r in range(rows):
+            xv = x[min(r, R - 1), kk]
+            for f in range(GEMV_FEATURES):
+                acc[r * GEMV_FEATURES + f] += xv * wv[f]
+
+    @cuda.jit
+    def kernel(x, w, y, c, ints, alpha, beta):
+        buf = cuda.shared.array(GEMV_THREADS, float32)  # only the simulator's shuffles
+        acc = cuda.local.array(n_acc, float32)  # acc[r * GEMV_FEATURES + f]
+        wv = cuda.local.array(GEMV_FEATURES, float32)
+        R = x.shape[0]
+        Kd = x.shape[1]
+        O = w.shape[0]
+        tid = cuda.threadIdx.x
+        lane = tid % GEMV_LANES
+        o0 = (cuda.blockIdx.x * GEMV_WARPS + tid // GEMV_LANES) * GEMV_FEATURES
+        for i in range(n_acc):
+            acc[i] = _F0
+        # Whole sweeps, without bounds checks: the GEMV_UNROLL steps unroll and their
+        # loads are all issued before the FMAs that use them.
+        full = Kd - Kd % sweep
+        for k in range(lane, full, sweep):
+            for u in range(GEMV_UNROLL):
+                accumulate(x, w, k + u * GEMV_LANES, o0, O, R, acc, wv)
+        for kk in range(full + lane, Kd, GEMV_LANES):  # the rest, less than one sweep
+            accumulate(x, w, kk, o0, O, R, acc, wv)
+        # Every lane of every warp reaches the shuffles (full mask): no early return.
+        # As in _tiled_gemm's epilogue, acc[0] is taken and acc shifts down (constant
+        # indices), so that acc stays in registers although this loop is not unrolled.
+        for i in range(n_acc):
+            v = acc[0]
+            for t in range(shuffles):
+                v += _shfl_xor(v, GEMV_LANES >> (t + 1), buf, tid)
+            r = i // GEMV_FEATURES
+            o = o0 + i - r * GEMV_FEATURES
+            if lane == 0 and r < R and o < O:
+                _gemm_c_store(y, c, ints, alpha, beta, 0, r, o, v)
+            for j in range(n_acc - 1):
+                acc[j] = acc[j + 1]
+
+    return kernel
+
+
+_gemv_kernels = {rows: _gemv(rows) for rows in GEMV_ROW_KERNELS}
+
+
+def _launch_gemv(x, w, y, c, ints, alpha, beta):
+    rows = next(r for r in GEMV_ROW_KERNELS if r >= x.shape[0])
+    blocks = _blocks(w.shape[0], GEMV_WARPS * GEMV_FEATURES)
+    _gemv_kernels[rows][blocks, GEMV_THREADS](x, w, y, c, ints, float32(alpha), float32(beta))
+
+
+GEMM_PATHS = ("auto", "gemv", "big", "small")
+
+
+def _gemm_device(a, b, c, alpha, beta, trans_a, trans_b, relu=False, path="auto", splits=None):
+    """y = alpha op(a) op(b) + beta c on device arrays; c is None or 2-D, broadcastable.
+
+    path: "auto", or one of GEMM_PATHS forced (tests); splits: with "big" / "small",
+    the k slices (default 1). "auto" takes the GEMV for a @ b.T with at most
+    GEMV_MAX_ROWS rows (linear at small batch), else gemm_plan's tiles."""
+    if path not in GEMM_PATHS:
+        raise ValueError(f"unknown gemm path {path!r}; known: {', '.join(GEMM_PATHS)}")
     M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
     N = b.shape[0] if trans_b else b.shape[1]
     y = _empty((M, N))
     has_c = c is not None
-    if not has_c:
-        c = _empty((1, 1))  # never read
-    ints = (int(trans_a), int(trans_b), c.shape[0], c.shape[1], int(has_c))
-    _launch_tiled(_sgemm_kernel, a, b, y, c, M, N, K, ints, alpha, beta)
+    ints = (int(has_c), int(relu))
+    gemv_fits = trans_b and not trans_a and M <= GEMV_MAX_ROWS
+    if path == "gemv" and not gemv_fits:
+        raise ValueError(f"the gemv path takes a @ b.T with at most {GEMV_MAX_ROWS} rows")
+    if path == "gemv" or (path == "auto" and gemv_fits):
+        _launch_gemv(a, b, y, c if has_c else y, ints, alpha, beta)  # (y: never read)
+    else:
+        if has_c:
+            _launch_1d(_beta_c_kernel, M * N, c, y, float32(beta))
+        plan = None if path == "auto" else (path, splits or 1)
+        _launch_tiled(_sgemm_kernels[bool(trans_a), bool(trans_b)], a, b, y, y, M, N, K, ints,
+                      alpha, beta, plan=plan)
     return y
 
 
 @_public
-def gemm(a, b, c, alpha, beta, trans_a, trans_b):
+def gemm(a, b, c, alpha, beta, trans_a, trans_b, path="auto", splits=None):
     """c arrives as a fresh (M, N) host array, or, from device inputs, as given (any of
-    ONNX's broadcastable shapes), which the epilogue broadcasts by index."""
+    ONNX's broadcastable shapes), which _beta_c_kernel broadcasts by index."""
     if c is not None:
         c = c.reshape((1,) * (2 - c.ndim) + tuple(c.shape))
-    y = _gemm_device(_device(a), _device(b), _device(c), alpha, beta, trans_a, trans_b)
+    y = _gemm_device(_device(a), _device(b), _device(c), alpha, beta, trans_a, trans_b,
+                     path=path, splits=splits)
     return _returned(y, a)
 
 
 @_public
-def linear(x, weight, bias):
-    """x @ weight.T + bias: the GEMM with trans_b and the bias as a broadcast row of c."""
+def linear(x, weight, bias, activation=None, path="auto", splits=None):
+    """x @ weight.T + bias (then ReLU if activation == "relu"): the GEMM with trans_b
+    and the bias as a broadcast row of c; at batch <= GEMV_MAX_ROWS, the GEMV."""
     c = None if bias is None else _device(bias).reshape(1, bias.shape[0])
-    y = _gemm_device(_device(x), _device(weight), c, 1.0, 1.0, False, True)
+    y = _gemm_device(_device(x), _device(weight), c, 1.0, 1.0, False, True,
+                     relu=activation == "relu", path=path, splits=splits)
     return _returned(y, x)
 
 
@@ -328,35 +754,46 @@ def _conv_load_a(w2, ints, g, m, k):
 
 
 @cuda.jit(device=True)
-def _conv_load_b(x, ints, g, k, n):
-    """im2col on the fly: row k = (c, r, s) of the group, column n = (image, p, q)."""
+def _conv_b_col(ints, g, n):
+    """Column n = (image, p, q) of the group's im2col matrix, as (offset of the image's
+    first channel of group g in the flat x, top row, left column of the window)."""
     PQ = ints[_P] * ints[_Q]
-    img = n // PQ
+    img = _div(n, PQ)
     pq = n - img * PQ
-    p = pq // ints[_Q]
+    p = _div(pq, ints[_Q])
     q = pq - p * ints[_Q]
+    base = (img * ints[_C] + g * ints[_CG]) * ints[_H] * ints[_W]
+    return base, p * ints[_SH] - ints[_PT], q * ints[_SW] - ints[_PL]
+
+
+@cuda.jit(device=True)
+def _conv_load_b(x1, ints, g, k, base, h0, w0):
+    """im2col on the fly: row k = (c, r, s) of the group, of the column _conv_b_col gave."""
     RS = ints[_R] * ints[_S]
-    c = k // RS
+    c = _div(k, RS)
     rs = k - c * RS
-    r = rs // ints[_S]
-    s = rs - r * ints[_S]
-    h = p * ints[_SH] - ints[_PT] + r * ints[_DH]
-    w = q * ints[_SW] - ints[_PL] + s * ints[_DW]
+    r = _div(rs, ints[_S])
+    h = h0 + r * ints[_DH]
+    w = w0 + (rs - r * ints[_S]) * ints[_DW]
     if h < 0 or h >= ints[_H] or w < 0 or w >= ints[_W]:
         return _F0  # zero padding
-    return x[img, g * ints[_CG] + c, h, w]
+    return x1[base + (c * ints[_H] + h) * ints[_W] + w]
 
 
 @cuda.jit(device=True)
 def _conv_store(y, bias, ints, alpha, beta, g, m, n, acc):
     PQ = ints[_P] * ints[_Q]
-    img = n // PQ
+    img = _div(n, PQ)
     pq = n - img * PQ
-    p = pq // ints[_Q]
+    p = _div(pq, ints[_Q])
     _conv_epilogue(y, bias, ints, img, g * ints[_KG] + m, p, pq - p * ints[_Q], acc)
 
 
-_conv2d_implicit_gemm_kernel = _tiled_gemm(_conv_load_a, _conv_load_b, _conv_store)
+# A: weight rows (K, C/groups*R*S), walked along k; B: im2col columns walked along
+# output pixels (q, then p, then image), which are consecutive in x for stride 1.
+_conv2d_implicit_gemm_kernels = _GemmKernels(_conv_load_a, _conv_b_col, _conv_load_b,
+                                              _conv_store, a_kfast=True, b_kfast=False,
+                                              big_min_blocks=2)
 
 
 @cuda.jit
@@ -393,8 +830,9 @@ def conv2d_choose(p):
 
 
 @_public
-def conv2d(x, weight, bias, p, activation, algorithm="auto"):
-    """algorithm: one of CONV_ALGORITHMS (tests force each; the public op runs "auto")."""
+def conv2d(x, weight, bias, p, activation, algorithm="auto", plan=None):
+    """algorithm: one of CONV_ALGORITHMS (tests force each; the public op runs "auto").
+    plan: None, or (tile config, k splits) to force one on "implicit_gemm" (tests)."""
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"unknown conv2d algorithm {algorithm!r}; known: "
                          f"{', '.join(CONV_ALGORITHMS)}")
@@ -409,8 +847,8 @@ def conv2d(x, weight, bias, p, activation, algorithm="auto"):
         _launch_1d(_conv2d_direct_kernel, y.size, xd, wd, bd, y, ints)
     else:
         Kg, CRS = p.K // p.groups, (p.C // p.groups) * p.R * p.S
-        _launch_tiled(_conv2d_implicit_gemm_kernel, wd.reshape(p.K, CRS), xd, y, bd,
-                      Kg, p.N * p.P * p.Q, CRS, ints, groups=p.groups)
+        _launch_tiled(_conv2d_implicit_gemm_kernels, wd.reshape(p.K, CRS), xd.reshape(xd.size),
+                      y, bd, Kg, p.N * p.P * p.Q, CRS, ints, groups=p.groups, plan=plan)
     return _returned(y, x)
 
 
