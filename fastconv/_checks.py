@@ -12,6 +12,7 @@ conventions written out in words).
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -149,6 +150,52 @@ def pads4(name, value):
     return tuple(_check_int(name, v, 0) for v in values)
 
 
+# --------------------------------------------------------------------------- memo
+
+_MEMO_SIZE = 512
+
+
+def _plain(value):
+    """A hyper-parameter that is safe as a cache key: None, a str, a bool, or a plain int
+    or tuple of plain ints. (1 == 1.0 == np.int64(1) hash alike, so anything else --
+    numpy integers, floats that must be refused -- takes the uncached path; the key
+    also holds each value's type, which keeps True apart from 1.)"""
+    t = type(value)
+    return value is None or t is int or t is str or t is bool or (
+        t is tuple and all(type(v) is int for v in value))
+
+
+def memo_by_shapes(n_arrays):
+    """Cache a ``check_*`` whose result depends only on the shapes of its first
+    ``n_arrays`` arguments (arrays or None) and on its other, plain, arguments: the same
+    layer called again skips ~10 us of Python validation. Only successful results are
+    cached, so every error is raised (and worded) exactly as without the cache."""
+    def wrap(check):
+        cache = {}
+
+        @functools.wraps(check)
+        def cached(*args):
+            arrays, rest = args[:n_arrays], args[n_arrays:]
+            if not all(_plain(v) for v in rest):
+                return check(*args)
+            try:
+                key = (tuple(None if a is None else tuple(a.shape) for a in arrays) + rest
+                       + tuple(type(v) for v in rest))  # stride=True must not hit stride=1
+            except (AttributeError, TypeError):
+                return check(*args)
+            hit = cache.get(key)
+            if hit is None:
+                hit = check(*args)
+                if len(cache) >= _MEMO_SIZE:
+                    cache.clear()
+                cache[key] = hit
+            return hit
+
+        return cached
+
+    return wrap
+
+
 # --------------------------------------------------------------------------- conv2d
 
 
@@ -190,6 +237,7 @@ class Conv2dParams:
         return self.N * self.K * self.P * self.Q * (self.C // self.groups) * self.R * self.S
 
 
+@memo_by_shapes(3)
 def check_conv2d(x, weight, bias, stride, padding, dilation, groups):
     _check_rank("x", x, 4, "(N, C, H, W)")
     _check_rank("weight", weight, 4, "(K, C/groups, R, S)")
@@ -297,6 +345,7 @@ class Pool2dParams:
         return (self.N, self.C, self.P, self.Q)
 
 
+@memo_by_shapes(1)
 def check_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
     _check_rank("x", x, 4, "(N, C, H, W)")
     kh, kw = pair("kernel_size", kernel_size, 1)

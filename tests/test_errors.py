@@ -268,3 +268,29 @@ def test_bad_set_num_threads(n):
     with pytest.raises(ValueError, match=r"\bn\b"):
         fc.set_num_threads(n)
     assert fc.get_num_threads() == before
+
+
+def test_cached_shape_checks_refuse_what_they_refuse_uncached():
+    """check_conv2d / check_pool2d cache results by (shapes, plain hyper-parameters): after a
+    valid call is cached, a bool, float or numpy stride of equal value is still refused,
+    list arguments (unhashable) still work, and a new shape gets its own parameters."""
+    from fastconv import _checks
+
+    x, w = np.ones((1, 2, 6, 6), np.float32), np.ones((4, 2, 3, 3), np.float32)
+    p = _checks.check_conv2d(x, w, None, 1, 1, 1, 1)
+    assert _checks.check_conv2d(x, w, None, 1, 1, 1, 1) is p
+    for bad in (True, 1.0, np.int64(1)):
+        if isinstance(bad, np.integer):  # numpy integers are valid, just not cached
+            assert _checks.check_conv2d(x, w, None, bad, 1, 1, 1) == p
+            continue
+        with pytest.raises(TypeError, match="stride"):
+            _checks.check_conv2d(x, w, None, bad, 1, 1, 1)
+    assert _checks.check_conv2d(x, w, None, [1, 1], [1, 1], 1, 1) == p
+    with pytest.raises(ValueError, match="bias"):
+        _checks.check_conv2d(x, w, np.ones(3, np.float32), 1, 1, 1, 1)
+    q = _checks.check_conv2d(np.ones((2, 2, 7, 6), np.float32), w, None, 1, 1, 1, 1)
+    assert (q.N, q.H, q.P) == (2, 7, 7) and (p.N, p.H, p.P) == (1, 6, 6)
+    pool = _checks.check_pool2d(x, 2, None, 0, 1, False, True)
+    assert _checks.check_pool2d(x, 2, None, 0, 1, False, True) is pool
+    with pytest.raises(TypeError, match="kernel_size"):
+        _checks.check_pool2d(x, True, None, 0, 1, False, True)
