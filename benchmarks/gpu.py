@@ -83,6 +83,44 @@ def _ops_table(torch, cuda, seconds):
         print(row, flush=True)
 
 
+PLAN_GEMM_SIZES = (1024, 2048, 4096)
+PLANS = [("big", 1), ("big", 2), ("big", 4), ("small", 1), ("small", 2), ("small", 4),
+         ("small", 8)]
+
+
+def _plans_table(cuda, seconds):
+    """Each forced GEMM plan (tile, k splits) against what gemm_plan picks: the data
+    behind the plan rule in fastconv/backends/numba_cuda.py. Times in microseconds."""
+    from fastconv import _checks
+    from fastconv.backends import numba_cuda as nc
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for n in PLAN_GEMM_SIZES:
+        a, b = (cuda.to_device(rng.standard_normal((n, n)).astype(np.float32)) for _ in "ab")
+        cases.append((f"sgemm {n}^3", nc.gemm_plan(n, n, n),
+                      lambda plan, a=a, b=b: nc.gemm(a, b, None, 1.0, 0.0, False, False,
+                                                     path=plan[0], splits=plan[1])))
+    batch1 = [(name.split(" ")[0] + " b1", 1, *rest) for name, _, *rest in GPU_CONV_LAYERS[1:]]
+    layers = GPU_CONV_LAYERS + batch1
+    for name, N, C, H, W, K, R, S, st, pad, g in layers:
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((K, C // g, R, S)) * 0.05).astype(np.float32)
+        p = _checks.check_conv2d(x, w, None, st, pad, 1, g)
+        xd, wd = cuda.to_device(x), cuda.to_device(w)
+        crs = C // g * R * S
+        cases.append((name, nc.gemm_plan(K // g, N * p.P * p.Q, crs, g),
+                      lambda plan, xd=xd, wd=wd, p=p: nc.conv2d(
+                          xd, wd, None, p, None, algorithm="implicit_gemm", plan=plan)))
+    print("\n| case | auto plan | " + " | ".join(f"{t}/{k}" for t, k in PLANS) + " |")
+    print("|---|---|" + "---:|" * len(PLANS))
+    for name, auto, run in cases:
+        times = [_timed(lambda: run(plan), cuda.synchronize, seconds) * 1e6 for plan in PLANS]
+        best = min(times)
+        cells = [f"**{t:.0f}**" if t == best else f"{t:.0f}" for t in times]
+        print(f"| {name} | {auto[0]}/{auto[1]} | " + " | ".join(cells) + " |", flush=True)
+
+
 def _torch_model(torch, name):
     t = torch.nn
     if name == "alexnet":  # the lecture's AlexNet, as fastconv.models.alexnet builds it
@@ -110,9 +148,13 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--skip-networks", action="store_true")
     parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--plans", action="store_true",
+                        help="only time every forced GEMM plan (tile, k splits) per case")
     args = parser.parse_args(argv)
     from numba import cuda
 
+    if args.plans:
+        return _plans_table(cuda, args.seconds)
     info = fastconv.info()
     print(f"fastconv cuda backend: {info.get('cuda', info.get('cuda_unavailable'))}")
     try:

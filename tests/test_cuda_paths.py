@@ -160,26 +160,26 @@ def test_gemm_each_plan(nc, shape, plan, trans_a, trans_b):
 
 
 def test_gemm_plan_rule(nc):
-    """Big tile only with >= 2 blocks per SM; else the small one, split along k when even
-    that leaves SMs short, never into empty slices nor below MIN_SPLIT_STEPS k steps."""
+    """Big tile while it gives 1.5 blocks per SM, split if need be into slices of at least
+    MIN_BIG_SLICE_STEPS k steps; else the small tile, split into slices of at least
+    MIN_SPLIT_STEPS k steps up to 4 blocks per SM; never into empty slices."""
     big, small, tk = nc.TILE_BIG, nc.TILE_SMALL, nc.TILE_K
-    assert nc.gemm_plan(4 * big, 4 * big, 64, sms=8) == ("big", 1)   # 16 blocks = 2 x 8
+    big_slice, small_slice = nc.MIN_BIG_SLICE_STEPS, nc.MIN_SPLIT_STEPS
+    assert nc.gemm_plan(4 * big, 4 * big, 64, sms=8) == ("big", 1)   # 16 blocks >= 12
     assert nc.gemm_plan(4 * big, 2 * big, 64, groups=2, sms=8) == ("big", 1)
-    # 16 big blocks on 9 SMs: k = 16 steps is too short to split -> 64 small blocks
-    assert nc.gemm_plan(4 * big, 4 * big, tk * 16, sms=9) == ("small", 1)
-    # ... a long k is split: 2 slices of 16 big blocks (SGEMM 1024^3 on 132 SMs: 5 x 64)
-    assert nc.gemm_plan(4 * big, 4 * big, tk * 32, sms=9) == ("big", 2)
-    assert nc.gemm_plan(4 * big, 4 * big, tk * 1000, sms=9) == ("big", 2)
-    assert nc.gemm_plan(8 * big, 8 * big, tk * 128, sms=132) == ("big", 5)
+    # 16 big blocks on 16 SMs (24 wanted): 2 slices where k holds two big slices ...
+    assert nc.gemm_plan(4 * big, 4 * big, tk * 2 * big_slice, sms=16) == ("big", 2)
+    # ... else the 64 small blocks, already 4 per SM
+    assert nc.gemm_plan(4 * big, 4 * big, tk * (2 * big_slice - 1), sms=16) == ("small", 1)
+    # SGEMM 1024^3 on 132 SMs: 64 big blocks x at most 2 slices < 198 -> 256 small x 3
+    assert nc.gemm_plan(8 * big, 8 * big, tk * 128, sms=132) == ("small", 3)
     # M = one small tile: the big tile would be half padding (VGG conv1_2's 64 channels)
     assert nc.gemm_plan(small, 64 * big, 64, sms=8) == ("small", 1)
     assert nc.gemm_plan(big - small // 2, 64 * big, 64, sms=8) == ("big", 1)  # 96 of 128
-    # a batch-1 layer: 2 x 3 small blocks on 132 SMs, long k -> 44 slices (264 blocks)
-    config, splits = nc.gemm_plan(2 * small, 3 * small, tk * 1600, sms=132)
-    assert (config, splits) == ("small", 44)
+    # a batch-1 layer: 6 small blocks on 132 SMs, long k -> 50 slices of 32 steps
+    assert nc.gemm_plan(2 * small, 3 * small, tk * 1600, sms=132) == ("small", 50)
     # short k: no slice under MIN_SPLIT_STEPS k steps
-    assert nc.gemm_plan(2 * small, 3 * small, tk * 2 * nc.MIN_SPLIT_STEPS, sms=132) == \
-        ("small", 2)
+    assert nc.gemm_plan(2 * small, 3 * small, tk * 2 * small_slice, sms=132) == ("small", 2)
     assert nc.gemm_plan(2 * small, 3 * small, tk * 5, sms=132) == ("small", 1)
     assert nc.gemm_plan(1, 1, tk * 10 ** 6, sms=132)[1] == nc.MAX_SPLITS
     for steps in range(1, 60):

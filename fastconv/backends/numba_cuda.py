@@ -419,21 +419,25 @@ class _GemmKernels:
         self.reduce = reduce or _split_k_reduce(store)
 
 
-# Per-call choice (gemm_plan). The big tile does twice the FMAs per shared-memory read
-# of the small one, but a quarter as many blocks: it is used only while it still gives
-# every SM MIN_BLOCKS_PER_SM blocks (one block's barrier stalls are then covered by
-# the other), if need be by splitting k into slices that run as separate blocks and
-# are summed by a second kernel (SGEMM 1024^3: 64 big blocks x 5 slices), and while
-# rounding M and N up to it adds at most BIG_TILE_MAX_PADDING times the small tile's
-# rounded work (64 output channels fill a small tile, but half a big one: VGG conv1_2,
-# ResNet's 1x1 256->64). Otherwise the small tile, split along k when even that leaves
-# SMs short (batch-1 layers: AlexNet conv3 at batch 1 is 384 x 169, 18 small blocks).
-# Slices are at least MIN_SPLIT_STEPS k steps. (The constants are first guesses, to
-# tune on a GPU.)
-MIN_BLOCKS_PER_SM = 2
+# Per-call choice (gemm_plan), from timing every (tile, k splits) on an H200 (132 SMs;
+# `python benchmarks/gpu.py --plans`, table in benchmarks/RESULTS.md). The big tile does
+# twice the FMAs per shared-memory read of the small one, but has a quarter as many
+# blocks: it is used while it gives BIG_BLOCKS_PER_SM blocks per SM, if need be by
+# splitting k into slices of at least MIN_BIG_SLICE_STEPS k steps that run as separate
+# blocks and are summed by a second kernel (SGEMM 2048^3: 256 blocks, no split, 0.91 ms
+# vs 1.41 small; VGG conv5_2 at batch 8: 52 blocks x 4 slices, 0.90 ms vs 1.68 unsplit),
+# and while rounding M and N up to it adds at most BIG_TILE_MAX_PADDING times the small
+# tile's rounded work (64 output channels fill a small tile but half a big one: VGG
+# conv1_2, ResNet's 1x1 256->64). Otherwise the small tile, split along k into slices of
+# at least MIN_SPLIT_STEPS k steps until there are SMALL_BLOCKS_PER_SM blocks per SM
+# (SGEMM 1024^3: 256 small blocks x 3 slices, 0.44 ms vs 0.67 for 64 big blocks x 5;
+# AlexNet conv3 at batch 1, 18 small blocks: x 9 slices, 0.41 ms vs 0.60 unsplit).
+BIG_BLOCKS_PER_SM = 1.5
+SMALL_BLOCKS_PER_SM = 4
 BIG_TILE_MAX_PADDING = 1.5
-MIN_SPLIT_STEPS = 16   # each k slice is at least 16 k steps (128 deep on a GPU)
-MAX_SPLITS = 64        # bounds the workspace: splits * M * N floats
+MIN_BIG_SLICE_STEPS = 48  # a big-tile k slice is at least 48 k steps (384 deep on a GPU)
+MIN_SPLIT_STEPS = 32      # a small-tile k slice is at least 32 k steps (256 deep)
+MAX_SPLITS = 64           # bounds the workspace: splits * M * N floats
 
 
 @functools.lru_cache(maxsize=None)
@@ -450,19 +454,22 @@ def sm_count():
 
 def gemm_plan(M, N, Kd, groups=1, sms=None):
     """(tile config, k splits) for ``groups`` GEMMs of M x N x Kd (see the rule above)."""
-    want = MIN_BLOCKS_PER_SM * (sm_count() if sms is None else sms)
+    sms = sm_count() if sms is None else sms
+    steps = _blocks(Kd, TILE_K)
 
     def blocks(tile):
         return _blocks(M, tile) * _blocks(N, tile) * groups
 
-    max_splits = min(_blocks(Kd, TILE_K) // MIN_SPLIT_STEPS, MAX_SPLITS)
     padding = blocks(TILE_BIG) * TILE_BIG ** 2 / (blocks(TILE_SMALL) * TILE_SMALL ** 2)
     if padding <= BIG_TILE_MAX_PADDING:
-        splits = _even_splits(Kd, max(1, min(_blocks(want, blocks(TILE_BIG)), max_splits)))
+        want = math.ceil(BIG_BLOCKS_PER_SM * sms)
+        most = max(1, min(steps // MIN_BIG_SLICE_STEPS, MAX_SPLITS))
+        splits = _even_splits(Kd, min(_blocks(want, blocks(TILE_BIG)), most))
         if blocks(TILE_BIG) * splits >= want:
             return "big", splits
-    splits = min(want // blocks(TILE_SMALL), max_splits)
-    return "small", _even_splits(Kd, max(1, splits))
+    most = max(1, min(steps // MIN_SPLIT_STEPS, MAX_SPLITS))
+    splits = min(_blocks(SMALL_BLOCKS_PER_SM * sms, blocks(TILE_SMALL)), most)
+    return "small", _even_splits(Kd, splits)
 
 
 def _even_splits(Kd, splits):
