@@ -20,6 +20,7 @@ import numpy as np
 
 import fastconv
 from fastconv import models
+from layers import CONV_LAYERS  # benchmarks/ is on the path when run as a script
 
 
 def _timed(fn, sync, seconds):
@@ -34,17 +35,13 @@ def _timed(fn, sync, seconds):
     return float(np.median(times))
 
 
-# (name, N, C, H, W, K, R, S, stride, padding, groups): layers of the CPU conv suite at
-# batch sizes that fill a GPU.
-GPU_CONV_LAYERS = [
-    ("alexnet.conv1 b32", 32, 3, 227, 227, 96, 11, 11, 4, 0, 1),
-    ("alexnet.conv2 b32", 32, 96, 27, 27, 256, 5, 5, 1, 2, 2),
-    ("alexnet.conv3 b32", 32, 256, 13, 13, 384, 3, 3, 1, 1, 1),
-    ("vgg16.conv1_2 b8", 8, 64, 224, 224, 64, 3, 3, 1, 1, 1),
-    ("vgg16.conv3_2 b8", 8, 256, 56, 56, 256, 3, 3, 1, 1, 1),
-    ("vgg16.conv5_2 b8", 8, 512, 14, 14, 512, 3, 3, 1, 1, 1),
-    ("resnet50 1x1 256->64 b32", 32, 256, 56, 56, 64, 1, 1, 1, 0, 1),
-]
+# (name, N, C, H, W, K, R, S, stride, padding, groups): layers of the CPU conv suite
+# (benchmarks/layers.py) at batch sizes that fill a GPU, and ResNet's res2 1x1 reduce.
+_CPU_LAYERS = {layer[0]: layer for layer in CONV_LAYERS}
+GPU_CONV_LAYERS = [(f"{name} b{batch}", batch, *_CPU_LAYERS[name][2:]) for name, batch in (
+    ("alexnet.conv1", 32), ("alexnet.conv2", 32), ("alexnet.conv3", 32),
+    ("vgg16.conv1_2", 8), ("vgg16.conv3_2", 8), ("vgg16.conv5_2", 8))] + [
+    ("resnet50 1x1 256->64 b32", 32, 256, 56, 56, 64, 1, 1, 1, 0, 1)]
 GEMM_SIZES = (1024, 4096)
 
 

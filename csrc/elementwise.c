@@ -94,33 +94,33 @@ const char *fc_isa_name(void) { return fc_gemm_kernel()->name; }
 
 /* ------------------------------------------------------------------ relu */
 
-/* x (n,) -> y (n,) */
-FC_CLONES void fc_relu(const float *x, float *y, int64_t n)
+/* y = relu(a) (b == NULL), or a + b then ReLU when relu, over n floats: parallel in chunks
+   of 64K floats, each loop plain enough to vectorise. y may alias a or b. */
+FC_CLONES static void elementwise_pass(const float *a, const float *b, float *y, int64_t n,
+                                       int relu)
 {
     const int64_t chunk = 1 << 16;
     int64_t nchunks = (n + chunk - 1) / chunk;
     int nt = fc_threads_for(n, chunk);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t c = 0; c < nchunks; ++c) {
-        int64_t i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-        for (int64_t i = c * chunk; i < i1; ++i) y[i] = fc_relu1(x[i]);
+        const int64_t i0 = c * chunk, i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        if (!b)
+            for (int64_t i = i0; i < i1; ++i) y[i] = fc_relu1(a[i]);
+        else if (relu)
+            for (int64_t i = i0; i < i1; ++i) y[i] = fc_relu1(a[i] + b[i]);
+        else
+            for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
     }
 }
 
+/* x (n,) -> y (n,) */
+void fc_relu(const float *x, float *y, int64_t n) { elementwise_pass(x, NULL, y, n, 1); }
+
 /* a, b (n,) -> y (n,) = a + b, then ReLU when relu; y may be a or b. */
-FC_CLONES void fc_add(const float *a, const float *b, float *y, int64_t n, int relu)
+void fc_add(const float *a, const float *b, float *y, int64_t n, int relu)
 {
-    const int64_t chunk = 1 << 16;
-    int64_t nchunks = (n + chunk - 1) / chunk;
-    int nt = fc_threads_for(n, chunk);
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t c = 0; c < nchunks; ++c) {
-        int64_t i1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-        if (relu)
-            for (int64_t i = c * chunk; i < i1; ++i) y[i] = fc_relu1(a[i] + b[i]);
-        else
-            for (int64_t i = c * chunk; i < i1; ++i) y[i] = a[i] + b[i];
-    }
+    elementwise_pass(a, b, y, n, relu);
 }
 
 /* ------------------------------------------------------------------ softmax */

@@ -158,13 +158,17 @@ NAMED = [
 ]
 
 
+def _named_params(layer):
+    _, N, C, H, W, K, R, S, stride, pad, groups, _ = layer
+    return _checks.check_conv2d(np.empty((N, C, H, W), np.float32),
+                                np.empty((K, C // groups, R, S), np.float32), None, stride,
+                                pad, 1, groups)
+
+
 @pytest.mark.parametrize("layer", NAMED, ids=lambda l: l[0])
 def test_auto_choice_per_named_layer(layer):
-    name, N, C, H, W, K, R, S, stride, pad, groups, expected = layer
-    p = _checks.check_conv2d(np.empty((N, C, H, W), np.float32),
-                             np.empty((K, C // groups, R, S), np.float32), None, stride, pad, 1,
-                             groups)
-    assert c.conv2d_choose(p) == expected, name
+    name, expected = layer[0], layer[-1]
+    assert c.conv2d_choose(_named_params(layer)) == expected, name
 
 
 # The planner's pick (fc_conv2d_choose_planned): weights prepared once per plan make
@@ -178,11 +182,8 @@ PLANNED = {"alexnet.conv3": "winograd", "alexnet.conv4": "winograd", "alexnet.co
 
 @pytest.mark.parametrize("layer", NAMED, ids=lambda l: l[0])
 def test_planned_choice_per_named_layer(layer):
-    name, N, C, H, W, K, R, S, stride, pad, groups, auto = layer
-    p = _checks.check_conv2d(np.empty((N, C, H, W), np.float32),
-                             np.empty((K, C // groups, R, S), np.float32), None, stride, pad, 1,
-                             groups)
-    planned = c._ALGO_NAMES[c.lib.fc_conv2d_choose_planned(*c._shape(p))]
+    name, auto = layer[0], layer[-1]
+    planned = c._ALGO_NAMES[c.lib.fc_conv2d_choose_planned(*c._shape(_named_params(layer)))]
     assert planned == PLANNED.get(name, auto), name
 
 

@@ -54,17 +54,23 @@ CONV_PATH_CASES = {
 }
 
 
+def _conv_path_case(key, seed):
+    """x, w, b, the validated params and the conv kwargs of CONV_PATH_CASES[key]."""
+    N, C, H, W, K, R, S, kw = CONV_PATH_CASES[key]
+    groups = kw.get("groups", 1)
+    x, w = rand((N, C, H, W), seed), rand((K, C // groups, R, S), seed + 1)
+    b = rand((K,), seed + 2)
+    p = _checks.check_conv2d(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
+                             kw.get("dilation", 1), groups)
+    return x, w, b, p, kw
+
+
 @pytest.mark.parametrize("activation", [None, "relu"])
 @pytest.mark.parametrize("algorithm", ["implicit_gemm", "direct"])
 @pytest.mark.parametrize("key", list(CONV_PATH_CASES))
 def test_conv2d_each_algorithm(nc, key, algorithm, activation):
-    N, C, H, W, K, R, S, kw = CONV_PATH_CASES[key]
-    groups = kw.get("groups", 1)
-    x = rand((N, C, H, W), 1)
-    w = rand((K, C // groups, R, S), 2)
-    b = rand((K,), 3)
-    p = _checks.check_conv2d(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
-                             kw.get("dilation", 1), groups)
+    x, w, b, p, kw = _conv_path_case(key, 1)
+    C, groups, R, S = p.C, p.groups, p.R, p.S
     y = nc.conv2d(x, w, b, p, activation, algorithm=algorithm)
     ref = fc.conv2d(x, w, b, activation=activation, backend="naive", **kw)
     red = (C // groups) * R * S
@@ -91,13 +97,8 @@ CONV_PLAN_CASES = sorted(
 @pytest.mark.parametrize("key,plan", CONV_PLAN_CASES,
                          ids=[f"{k}-{p[0]}-split{p[1]}" for k, p in CONV_PLAN_CASES])
 def test_conv2d_implicit_gemm_each_plan(nc, key, plan):
-    N, C, H, W, K, R, S, kw = CONV_PATH_CASES[key]
-    groups = kw.get("groups", 1)
-    x = rand((N, C, H, W), 4)
-    w = rand((K, C // groups, R, S), 5)
-    b = rand((K,), 6)
-    p = _checks.check_conv2d(x, w, b, kw.get("stride", 1), kw.get("padding", 0),
-                             kw.get("dilation", 1), groups)
+    x, w, b, p, kw = _conv_path_case(key, 4)
+    C, groups, R, S = p.C, p.groups, p.R, p.S
     y = nc.conv2d(x, w, b, p, "relu", algorithm="implicit_gemm", plan=plan)
     ref = fc.conv2d(x, w, b, activation="relu", backend="naive", **kw)
     assert_close(y, ref, reduction=(C // groups) * R * S, case=f"cuda {plan} {key} vs naive")
