@@ -80,6 +80,16 @@ def _compare(backend, y, spec_fn, oracle_fn, *, reduction, case):
 # --------------------------------------------------------------------------- conv2d
 
 
+def _input_size(draw, eff_h, eff_w, pads, extra):
+    """(H, W) for a window of effective size (eff_h, eff_w) with pads (top, left, bottom,
+    right): a fifth of the time the smallest input it fits (window = padded input, one
+    output pixel), else up to ``extra`` more rows and columns."""
+    lo_h, lo_w = max(1, eff_h - pads[0] - pads[2]), max(1, eff_w - pads[1] - pads[3])
+    if draw(st.integers(0, 4)) == 0:
+        return lo_h, lo_w
+    return draw(st.integers(lo_h, lo_h + extra)), draw(st.integers(lo_w, lo_w + extra))
+
+
 @st.composite
 def conv_params(draw):
     groups = draw(st.integers(1, 3))
@@ -112,13 +122,7 @@ def conv_params(draw):
     if kind == "same":  # 'same' pads depend on the kernel: recompute them (as _checks does)
         pads = ((eff_r - 1) // 2, (eff_s - 1) // 2, eff_r - 1 - (eff_r - 1) // 2,
                 eff_s - 1 - (eff_s - 1) // 2)
-    if draw(st.integers(0, 4)) == 0:  # kernel = (padded) input: one output pixel
-        H, W = max(1, eff_r - pads[0] - pads[2]), max(1, eff_s - pads[1] - pads[3])
-    else:
-        H = draw(st.integers(max(1, eff_r - pads[0] - pads[2]),
-                             max(1, eff_r - pads[0] - pads[2]) + 5))
-        W = draw(st.integers(max(1, eff_s - pads[1] - pads[3]),
-                             max(1, eff_s - pads[1] - pads[3]) + 5))
+    H, W = _input_size(draw, eff_r, eff_s, pads, extra=5)
     N = draw(st.integers(0, 2))  # N = 0: an empty batch
     kw = dict(stride=stride, padding=padding, dilation=dil, groups=groups,
               activation=draw(st.sampled_from([None, "relu"])))
@@ -165,13 +169,7 @@ def pool_params(draw, with_dilation):
                           draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
     dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if with_dilation else (1, 1)
     eff_h, eff_w = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1
-    if draw(st.integers(0, 4)) == 0:  # window = (padded) input
-        H, W = max(1, eff_h - pads[0] - pads[2]), max(1, eff_w - pads[1] - pads[3])
-    else:
-        H = draw(st.integers(max(1, eff_h - pads[0] - pads[2]),
-                             max(1, eff_h - pads[0] - pads[2]) + 6))
-        W = draw(st.integers(max(1, eff_w - pads[1] - pads[3]),
-                             max(1, eff_w - pads[1] - pads[3]) + 6))
+    H, W = _input_size(draw, eff_h, eff_w, pads, extra=6)
     shape = (draw(st.integers(0, 2)), draw(st.integers(1, 3)), H, W)  # N = 0: empty batch
     kwargs = dict(kernel_size=(kh, kw), stride=stride, padding=padding,
                   ceil_mode=draw(st.booleans()))
