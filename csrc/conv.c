@@ -24,10 +24,13 @@
  *                     broadcast straight from the (padded) input through a tap-offset table,
  *                     weights packed once per call. No im2col at all: AlexNet conv1-5, VGG
  *                     conv1_2, LeNet at batch 1 and 64, strided / dilated / grouped layers.
- * Workspace is bounded in every variant: at most one padded image-group (indirect), one
- * im2col tile per thread (gemm), one 64-tile block per thread (winograd); never the layer.
+ * Workspace is bounded in every variant: per thread one padded image-group and one
+ * group's weight panels (indirect), one im2col tile (gemm), one 64-tile block (winograd);
+ * never the layer.
  * Parallelism: each variant splits (image, group, pixel block[, channel block]) work items
- * over the threads, shrinking blocks until there are >= 2 items per thread (batch 1).
+ * over the threads, shrinking blocks until there are >= 2 items per thread (batch 1); the
+ * indirect conv gives each thread one contiguous range of (image, group, channel panel)
+ * passes and lets it pack and pad what that range reads itself (see fc_conv_indirect).
  * (conv_gemm: when there are fewer items than threads, the GEMM itself runs parallel.)
  */
 #include "fastconv.h"

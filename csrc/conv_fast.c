@@ -7,8 +7,8 @@
  *                     packed once per call as (K/16 panels, C*R*S, 16). No im2col at all, so
  *                     its cost is ~0 for tiny C (LeNet) and any stride/dilation/groups; the
  *                     weight packing (K*C*R*S floats) is amortised over the P*Q pixels.
- *                     Padding: one padded copy of one image-group (Cg x Hp x Wp), shared
- *                     by the threads; without padding the input is read in place.
+ *                     Padding: a padded copy of one image-group (Cg x Hp x Wp) per thread;
+ *                     without padding the input is read in place.
  *   fc_conv_1x1       1x1 stride-1 unpadded: y[n,g] (Kg,HW) = w_g (Kg,Cg) @ x[n,g] (Cg,HW)
  *                     with neither operand packed: 6 weight rows are broadcast, 16 pixels are
  *                     loaded (masked at the ragged end). No per-call weight repacking, which
@@ -31,6 +31,8 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* v rounded up to a multiple of 16 (floats: 64 bytes); negative (overflowed) stays so */
+static inline int64_t round16(int64_t v) { return v < 0 ? v : (v + 15) & ~(int64_t)15; }
 
 /* ------------------------------------------------------------------ indirect microkernels */
 
@@ -90,10 +92,9 @@ static ind_ukr_fn ind_ukr(void)
 /* ------------------------------------------------------------------ indirect conv */
 
 typedef struct {
-    const float *wp, *bias;
     const int64_t *off;
     ind_ukr_fn ukr;
-    int64_t K, Kg, CRS, PQ, Q, sh, sw, Wp, nkp, npb, kcs;
+    int64_t Kg, CRS, PQ, Q, sh, sw, Wp;
     int relu;
 } ind_ctx;
 
@@ -126,6 +127,36 @@ static void ind_item(const ind_ctx *cx, const float *src, float *yg, const float
     }
 }
 
+/* One thread's private workspace: the weight panels it uses (panel kp of the current group
+   at kp * CRS * IK), which group each slot holds (+1, 0 = none), the tap offsets and a
+   padded copy of one image-group. */
+typedef struct {
+    float *panels, *pad;
+    int64_t *packed_for, *off;
+    int64_t padded_ng; /* image-group in pad, -1 = none */
+} ind_ws;
+
+/* pad[c][i][j] = xg[c][i-pt][j-pl], zero outside */
+static void ind_pad(const float *xg, float *pad, int64_t Cg, int64_t H, int64_t W, int64_t Hp,
+                    int64_t Wp, int64_t pt, int64_t pl)
+{
+    for (int64_t ci = 0; ci < Cg * Hp; ++ci) {
+        const int64_t c = ci / Hp, i = ci % Hp, ih = i - pt;
+        float *d = pad + ci * Wp;
+        if (ih < 0 || ih >= H) {
+            memset(d, 0, (size_t)Wp * sizeof(float));
+            continue;
+        }
+        const float *s = xg + (c * H + ih) * W;
+        const int64_t j0 = pl < Wp ? pl : Wp;
+        int64_t j1 = min64(Wp, pl + W);
+        memset(d, 0, (size_t)j0 * sizeof(float));
+        if (j1 > j0) memcpy(d + j0, s, (size_t)(j1 - j0) * sizeof(float));
+        if (j1 < j0) j1 = j0;
+        memset(d + j1, 0, (size_t)(Wp - j1) * sizeof(float));
+    }
+}
+
 /* x (N,C,H,W), w (K,C/g,R,S) -> y (N,K,P,Q); 0, or -1 out of memory. */
 int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y, int64_t N,
                      int64_t C, int64_t H, int64_t W, int64_t K, int64_t R, int64_t S,
@@ -133,104 +164,83 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
                      int64_t dh, int64_t dw, int64_t groups, int relu)
 {
     const int64_t Cg = C / groups, Kg = K / groups, CRS = Cg * R * S, PQ = P * Q;
-    const int64_t nkp = cdiv(Kg, IK);
+    const int64_t nkp = cdiv(Kg, IK), npb = cdiv(PQ, IP);
     /* rows/cols of the padded input that the windows touch */
     const int64_t Hn = (P - 1) * sh + (R - 1) * dh + 1, Wn = (Q - 1) * sw + (S - 1) * dw + 1;
     const int need_pad = pt > 0 || pl > 0 || Hn > H || Wn > W;
     const int64_t Hp = need_pad ? Hn : H, Wp = need_pad ? Wn : W;
+    const int nt = fc_threads_for(N * K * PQ * CRS, 64 * 64 * 64);
 
-    float *wp = fc_alloc_floats(fc_mul_ws(fc_mul_ws(groups, nkp), fc_mul_ws(CRS, IK)));
-    int64_t *off = (int64_t *)fc_alloc_floats(2 * CRS);
-    float *pad = need_pad ? fc_alloc_floats(fc_mul_ws(fc_mul_ws(Cg, Hp), Wp)) : NULL;
-    if (!wp || !off || (need_pad && !pad)) {
-        fc_free(wp);
-        fc_free(off);
-        fc_free(pad);
-        return -1;
-    }
-    for (int64_t c = 0, k = 0; c < Cg; ++c)
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t s = 0; s < S; ++s, ++k) off[k] = (c * Hp + r * dh) * Wp + s * dw;
-
-    /* Work split: even pixel chunks of <= 8 blocks (48 pixels: their input window and one
-       weight panel stay in L1/L2 while all channel panels pass); channel panels split into
-       chunks only when (image, group, pixel chunk) items are fewer than 2 per thread. */
-    int nt = fc_threads_for(N * K * PQ * CRS, 64 * 64 * 64);
-    /* pixel chunk pc holds blocks [pc npb / npc, (pc+1) npb / npc): sizes differ by at most
-       one block (cdiv-sized chunks left AlexNet conv2's last of 16 chunks 2 blocks of 8,
-       and one of two threads 10% less work) */
-    const int64_t npb = cdiv(PQ, IP), npc = cdiv(npb, 8);
-    int64_t kch = 1;
-    const int64_t per = (need_pad ? 1 : N * groups) * npc;
-    /* few items: split channels into (ideally) a multiple of nt chunks; channel chunks are
-       the outer index, so a static split hands each thread whole chunks (balanced) */
-    if (per < 4 * nt) kch = min64(nkp, cdiv(4 * nt, per));
-    const int64_t kcs = cdiv(nkp, kch);
-    kch = cdiv(nkp, kcs);
-    const int64_t items = npc * kch; /* per image-group */
-    ind_ctx cx = {wp, bias, off, ind_ukr(), K, Kg, CRS, PQ, Q, sh, sw, Wp, nkp, npb,
-                  kcs, relu};
+    /* Work split: "panel passes" (image n, group g, pixel part, channel panel kp), kp
+       innermost, in one contiguous range per thread (balanced to one pass). Each thread
+       packs the panels and pads the image-groups that its own range uses, into its own
+       workspace, and writes its own outputs: on this 2-vCPU host (the two cores sit ~100-400
+       ns apart), a line that one core wrote and the other read must be snooped back on the
+       next call's write, and a packing and a padded copy shared by the threads ran at half
+       speed per thread (AlexNet conv5: packing 150 us on 1 thread, 130 on each of 2). The
+       pixels are split into nt parts only when the passes cannot be shared out evenly (the
+       threads then pack the same panels twice, cheap at so few panels: LeNet at batch 1). */
+    const int64_t passes = N * groups * nkp;
+    const int64_t parts = (passes % nt == 0 || passes >= 8 * nt) ? 1 : min64(nt, npb);
+    const int64_t total = passes * parts;
+    /* per thread, in floats rounded to 16 (64 bytes): panels, pad, then the int64
+       packed_for (nkp, rounded to 8) and off (CRS) */
+    const int64_t nkp8 = (nkp + 7) & ~(int64_t)7;
+    const int64_t ws_panels = fc_mul_ws(nkp, fc_mul_ws(CRS, IK));
+    const int64_t ws_pad = need_pad ? round16(fc_mul_ws(fc_mul_ws(Cg, Hp), Wp)) : 0;
+    const int64_t ws_ints = round16(2 * (nkp8 + CRS));
+    int64_t ws_thread = -1;
+    if (ws_panels >= 0 && ws_pad >= 0 &&
+        __builtin_add_overflow(ws_panels, ws_pad + ws_ints, &ws_thread))
+        ws_thread = -1;
+    float *ws = fc_alloc_floats(fc_mul_ws(ws_thread, nt));
+    if (!ws) return -1;
+    const ind_ukr_fn ukr = ind_ukr();
 
 #pragma omp parallel num_threads(nt)
     {
-        /* pack weights: wp[g][kp][k][j] = w[g*Kg + kp*IK + j][k], zero past Kg */
-#pragma omp for schedule(static)
-        for (int64_t gk = 0; gk < groups * nkp; ++gk) {
-            const int64_t g = gk / nkp, kp = gk % nkp;
-            float *d = wp + gk * CRS * IK;
-            for (int64_t j = 0; j < IK; ++j) {
-                const int64_t kk = kp * IK + j;
-                if (kk < Kg) {
-                    const float *s = w + (g * Kg + kk) * CRS;
-                    for (int64_t k = 0; k < CRS; ++k) d[k * IK + j] = s[k];
-                } else {
-                    for (int64_t k = 0; k < CRS; ++k) d[k * IK + j] = 0.0f;
+        const int t = fc_omp_thread_num();
+        float *mine = ws + t * ws_thread;
+        ind_ws tw = {mine, mine + ws_panels, (int64_t *)(mine + ws_panels + ws_pad), NULL, -1};
+        tw.off = tw.packed_for + nkp8;
+        for (int64_t kp = 0; kp < nkp; ++kp) tw.packed_for[kp] = 0;
+        for (int64_t c = 0, k = 0; c < Cg; ++c)
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t s = 0; s < S; ++s, ++k) tw.off[k] = (c * Hp + r * dh) * Wp + s * dw;
+        const ind_ctx cx = {tw.off, ukr, Kg, CRS, PQ, Q, sh, sw, Wp, relu};
+
+        const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
+        for (int64_t i = i0; i < i1;) {
+            /* one run: the passes of image-group ng, pixel part pp, panels [kp0, kp1) */
+            const int64_t kp0 = i % nkp, ngp = i / nkp, pp = ngp % parts, ng = ngp / parts;
+            const int64_t kp1 = min64(nkp, kp0 + (i1 - i));
+            const int64_t g = ng % groups, n = ng / groups;
+            i += kp1 - kp0;
+            for (int64_t kp = kp0; kp < kp1; ++kp)
+                if (tw.packed_for[kp] != g + 1) {
+                    /* pack: panels[kp][k][j] = w[g*Kg + kp*IK + j][k], zero past Kg */
+                    fc_pack_rows_transposed(w + (g * Kg + kp * IK) * CRS, CRS,
+                                            min64(IK, Kg - kp * IK), CRS,
+                                            tw.panels + kp * CRS * IK, IK);
+                    tw.packed_for[kp] = g + 1;
                 }
+            const float *src = x + (n * C + g * Cg) * H * W;
+            if (need_pad) {
+                if (tw.padded_ng != ng) ind_pad(src, tw.pad, Cg, H, W, Hp, Wp, pt, pl);
+                tw.padded_ng = ng;
+                src = tw.pad;
             }
-        }
-        if (!need_pad) {
-#pragma omp for schedule(static)
-            for (int64_t it = 0; it < N * groups * items; ++it) {
-                const int64_t ng = it / items, r = it % items, g = ng % groups, n = ng / groups;
-                const int64_t kc = r / npc, pc = r % npc;
-                ind_item(&cx, x + (n * C + g * Cg) * H * W, y + (n * K + g * Kg) * PQ,
-                         wp + g * nkp * CRS * IK, bias ? bias + g * Kg : NULL, kc * kcs,
-                         min64(nkp, (kc + 1) * kcs), pc * npb / npc, (pc + 1) * npb / npc);
-            }
-        } else {
-            for (int64_t ng = 0; ng < N * groups; ++ng) {
-                const int64_t g = ng % groups, n = ng / groups;
-                const float *xg = x + (n * C + g * Cg) * H * W;
-                /* padded copy: pad[c][i][j] = x[c][i-pt][j-pl], zero outside */
-#pragma omp for schedule(static)
-                for (int64_t ci = 0; ci < Cg * Hp; ++ci) {
-                    const int64_t c = ci / Hp, i = ci % Hp, ih = i - pt;
-                    float *d = pad + ci * Wp;
-                    if (ih < 0 || ih >= H) {
-                        memset(d, 0, (size_t)Wp * sizeof(float));
-                        continue;
-                    }
-                    const float *s = xg + (c * H + ih) * W;
-                    const int64_t j0 = pl < Wp ? pl : Wp;
-                    int64_t j1 = min64(Wp, pl + W);
-                    memset(d, 0, (size_t)j0 * sizeof(float));
-                    if (j1 > j0) memcpy(d + j0, s, (size_t)(j1 - j0) * sizeof(float));
-                    if (j1 < j0) j1 = j0;
-                    memset(d + j1, 0, (size_t)(Wp - j1) * sizeof(float));
-                }
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < items; ++r) {
-                    const int64_t kc = r / npc, pc = r % npc;
-                    ind_item(&cx, pad, y + (n * K + g * Kg) * PQ, wp + g * nkp * CRS * IK,
-                             bias ? bias + g * Kg : NULL, kc * kcs, min64(nkp, (kc + 1) * kcs),
-                             pc * npb / npc, (pc + 1) * npb / npc);
-                }
-            }
+            /* pixel chunks of <= 8 blocks (48 pixels): their input window and one weight
+               panel stay in L1/L2 while the run's panels pass */
+            const int64_t pb0 = npb * pp / parts, pb1 = npb * (pp + 1) / parts;
+            const int64_t nch = cdiv(pb1 - pb0, 8);
+            for (int64_t c = 0; c < nch; ++c)
+                ind_item(&cx, src, y + (n * K + g * Kg) * PQ, tw.panels,
+                         bias ? bias + g * Kg : NULL, kp0, kp1,
+                         pb0 + (pb1 - pb0) * c / nch, pb0 + (pb1 - pb0) * (c + 1) / nch);
         }
     }
-    fc_free(wp);
-    fc_free(off);
-    fc_free(pad);
+    fc_free(ws);
     return 0;
 }
 

@@ -252,6 +252,11 @@ typedef struct {
 
 const fc_kernel *fc_gemm_kernel(void);
 
+/* rows x kc of s (row stride lds) -> d[k * ldd + j]: row j becomes column j, columns
+   rows .. ldd-1 zero (ldd >= rows). The transposed B panels of the GEMM (linear's weights)
+   and the indirect conv's weight panels. */
+void fc_pack_rows_transposed(const float *s, int64_t lds, int64_t rows, int64_t kc, float *d,
+                             int64_t ldd);
 /* Floats of a fully packed A (M,K) for kernel k: ceil(M/mr)*mr*K. */
 int64_t fc_packed_a_size(const fc_kernel *k, int64_t M, int64_t K);
 /* Pack op(A) (M,K) once (e.g. conv weights) in the layout fc_gemm_run reads. */

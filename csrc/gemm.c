@@ -465,20 +465,23 @@ static void pack_b(const fc_kernel *kr, int trans_b, const float *B, int64_t ldb
                 for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
             }
         } else {
-            int64_t j = 0;
-#if FC_X86
-            if (fc_isa() >= FC_ISA_AVX2) /* linear's W (out, in): 8 x 8 register transposes */
-                for (; j + 8 <= cols; j += 8)
-                    pack_bt8_avx2(B + (j0 + jp + j) * ldb + k0, ldb, kc, dst + j, nr);
-#endif
-            for (; j < cols; ++j) {
-                const float *s = B + (j0 + jp + j) * ldb + k0;
-                for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = s[k];
-            }
-            for (int64_t j = cols; j < nr; ++j)
-                for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = 0.0f;
+            fc_pack_rows_transposed(B + (j0 + jp) * ldb + k0, ldb, cols, kc, dst, nr);
         }
     }
+}
+
+void fc_pack_rows_transposed(const float *s, int64_t lds, int64_t rows, int64_t kc, float *d,
+                             int64_t ldd)
+{
+    int64_t j = 0;
+#if FC_X86
+    if (fc_isa() >= FC_ISA_AVX2) /* linear's W (out, in), conv weights: 8 x 8 transposes */
+        for (; j + 8 <= rows; j += 8) pack_bt8_avx2(s + j * lds, lds, kc, d + j, ldd);
+#endif
+    for (; j < rows; ++j)
+        for (int64_t k = 0; k < kc; ++k) d[k * ldd + j] = s[j * lds + k];
+    for (j = rows; j < ldd; ++j)
+        for (int64_t k = 0; k < kc; ++k) d[k * ldd + j] = 0.0f;
 }
 
 void fc_pack_a_full(const fc_kernel *k, int trans_a, int64_t M, int64_t K, const float *A,

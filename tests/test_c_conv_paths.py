@@ -111,18 +111,31 @@ def test_forced_algorithm_bigger_shapes(algo, shape):
                  case=f"{algo} {shape}")
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_thread_counts_agree(threads):
+# The indirect conv hands each thread a contiguous range of (image, group, pixel part,
+# panel) passes; these shapes make the ranges start and end inside a group's panels, cross
+# images and groups (the thread's packed panels must follow the group), and split the
+# pixels when there are fewer passes than threads (one 16-channel panel at batch 1).
+THREAD_SHAPES = [
+    (1, 40, 13, 13, 50, 3, 3, 1, 1, 1, 2),
+    (3, 6, 14, 14, 80, 5, 5, 1, 2, 1, 2),
+    (1, 1, 64, 64, 16, 5, 5, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", THREAD_SHAPES, ids=str)
+def test_thread_counts_agree(threads, shape):
     import fastconv
 
-    x, w, b, p = _case((1, 40, 13, 13, 50, 3, 3, 1, 1, 1, 2), True, "relu")
+    x, w, b, p = _case(shape, True, "relu")
     before = fastconv.get_num_threads()
     try:
         fastconv.set_num_threads(threads)
         for algo in ALGOS:
             if _supported(algo, p):
                 assert_close(c.conv2d(x, w, b, p, "relu", algo), _ref64(x, w, b, p, "relu"),
-                             reduction=360, case=f"{algo} {threads} threads")
+                             reduction=p.C // p.groups * p.R * p.S,
+                             case=f"{algo} {threads} threads")
     finally:
         fastconv.set_num_threads(before)
 

@@ -131,9 +131,9 @@ _OVERFLOW = textwrap.dedent(r'''
     # GEMM conv: packed weights = mr * groups floats; 4 * that wraps size_t to a few bytes
     G = 2**62 // mr[0] + 1
     out["gemm size_t wrap"] = conv(1, G, 1, 1, G, 1, 1, 1, 1, 2, 2, G, 2)
-    # indirect conv: groups * 16 floats overflows int64 itself (wrapped to 16 before)
-    G = 2**60 + 1
-    out["indirect int64 wrap"] = conv(1, G, 1, 1, G, 1, 1, 1, 1, 2, 2, G, 3)
+    # indirect conv: each thread's weight panels (K/16 panels x C*R*S x 16 floats, 2**62
+    # here) times the threads overflow int64, or with one thread size_t's byte count
+    out["indirect int64 wrap"] = conv(1, 2, 1, 1, 2**61, 1, 1, 1, 1, 1, 1, 1, 3)
     # winograd: 16 * groups * packed overflows
     G = 2**59 + 3
     out["winograd int64 wrap"] = conv(1, G, 3, 3, G, 3, 3, 1, 1, 1, 1, G, 5)
