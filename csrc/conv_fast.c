@@ -127,6 +127,31 @@ static void ind_item(const ind_ctx *cx, const float *src, float *yg, const float
     }
 }
 
+/* Pixel blocks per chunk of a run of np panels (each chunk: every panel of the run over
+   the chunk's blocks, so a panel streams from the L3 once per chunk). While the run's
+   panels fit in half the L2 they stay there: chunks of 8 blocks (48 pixels), whose input
+   window stays in L1 (AlexNet conv1: 3 panels of 23 KiB). Otherwise the chunk grows as long
+   as its input window and one panel fit in 3/4 of the L2, the whole image-group where it
+   fits: AlexNet conv2 streamed 16 chunks x 8 panels (614 KiB) per group and thread from
+   the L3, now 8 panels once (its padded group is 184 KiB). */
+#define IND_L2 (512 * 1024)
+static int64_t ind_chunk_blocks(int64_t np, int64_t npb, int64_t CRS, int64_t Cg, int64_t Hp,
+                                int64_t Wp, int64_t Q, int64_t sh, int64_t R, int64_t dh)
+{
+    const int64_t panel = CRS * IK * (int64_t)sizeof(float);
+    int64_t b = 8;
+    if (np * panel <= IND_L2 / 2) return b;
+    while (b < npb) {
+        /* input rows under 2b blocks: the output rows they span (one more when they start
+           mid-row), sh apart, plus the window's height */
+        const int64_t orows = (2 * b * IP + Q - 1) / Q + 1;
+        const int64_t rows = min64(Hp, (orows - 1) * sh + (R - 1) * dh + 1);
+        if (Cg * rows * Wp * (int64_t)sizeof(float) + panel > IND_L2 / 4 * 3) break;
+        b *= 2;
+    }
+    return b;
+}
+
 /* One thread's private workspace: the weight panels it uses (panel kp of the current group
    at kp * CRS * IK), which group each slot holds (+1, 0 = none), the tap offsets and a
    padded copy of one image-group. */
@@ -230,10 +255,9 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
                 tw.padded_ng = ng;
                 src = tw.pad;
             }
-            /* pixel chunks of <= 8 blocks (48 pixels): their input window and one weight
-               panel stay in L1/L2 while the run's panels pass */
             const int64_t pb0 = npb * pp / parts, pb1 = npb * (pp + 1) / parts;
-            const int64_t nch = cdiv(pb1 - pb0, 8);
+            const int64_t nch = cdiv(pb1 - pb0, ind_chunk_blocks(kp1 - kp0, npb, CRS, Cg, Hp, Wp,
+                                                                Q, sh, R, dh));
             for (int64_t c = 0; c < nch; ++c)
                 ind_item(&cx, src, y + (n * K + g * Kg) * PQ, tw.panels,
                          bias ? bias + g * Kg : NULL, kp0, kp1,
