@@ -203,10 +203,16 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
        ns apart), a line that one core wrote and the other read must be snooped back on the
        next call's write, and a packing and a padded copy shared by the threads ran at half
        speed per thread (AlexNet conv5: packing 150 us on 1 thread, 130 on each of 2). The
-       pixels are split into nt parts only when the passes cannot be shared out evenly (the
-       threads then pack the same panels twice, cheap at so few panels: LeNet at batch 1). */
-    const int64_t passes = N * groups * nkp;
-    const int64_t parts = (passes % nt == 0 || passes >= 8 * nt) ? 1 : min64(nt, npb);
+       pixels are split into nt parts (each thread then packs every panel it needs itself)
+       when the passes cannot be shared out evenly, or when the image-groups cannot and a
+       group's panels are small enough to pack twice (<= L2 / 2): splitting AlexNet conv1's 6
+       panels left each thread reading the whole 618 KiB input, and the thread with panels
+       3-5 took 10-25% longer than the other; split by pixels it scales as before. */
+    const int64_t passes = N * groups * nkp, image_groups = N * groups;
+    const int small_panels = nkp * CRS * IK * (int64_t)sizeof(float) <= IND_L2 / 2;
+    const int uneven = passes % nt != 0 && passes < 8 * nt;
+    const int uneven_groups = image_groups % nt != 0 && image_groups < 8 * nt;
+    const int64_t parts = (uneven || (uneven_groups && small_panels)) ? min64(nt, npb) : 1;
     const int64_t total = passes * parts;
     /* per thread, in floats rounded to 16 (64 bytes): panels, pad, then the int64
        packed_for (nkp, rounded to 8) and off (CRS) */
