@@ -44,6 +44,21 @@ def gemm_candidates(n):
     }
 
 
+def host_fma_speedup(threads, rounds=5, seconds=0.05):
+    """The host's own 1 -> ``threads`` speedup on independent FMA chains (csrc's peak probe),
+    median over alternating rounds: the most a compute-bound kernel can gain from the extra
+    threads at that moment. On a shared host the vCPUs sometimes get much less than one
+    core each, and then every thread-scaling figure of the same minutes drops with it."""
+    from fastconv.backends.c import lib
+    ratios = []
+    for _ in range(rounds):
+        fastconv.set_num_threads(1)
+        one = lib.fc_fma_peak_gflops(seconds)
+        fastconv.set_num_threads(threads)
+        ratios.append(lib.fc_fma_peak_gflops(seconds) / one)
+    return float(np.median(ratios))
+
+
 def memory_candidates(entry):
     """The C kernel and a NumPy copy of the same number of bytes (input read + output written)."""
     name, op, shape, kwargs = entry
@@ -135,7 +150,10 @@ def main(argv=None):
             print(f"| {name} | {gbs['c']:.1f} | {gbs['blas']:.1f} | {gbs['copy']:.1f} | "
                   f"{c_copy:.2f} | {c_blas:.2f} |", flush=True)
     if "scaling" in sections:
-        # The same C conv at 1 thread and at --threads, alternating, on the AlexNet layers.
+        # The same C conv at 1 thread and at --threads, alternating, on the AlexNet layers,
+        # between two readings of what the host itself gives the extra threads.
+        print(f"\nhost FMA probe, 1 -> {args.threads} threads before the table: "
+              f"{host_fma_speedup(args.threads):.2f}")
         print(f"\n| layer | c 1 thread GFLOP/s | c {args.threads} threads GFLOP/s | speedup |")
         print("|---|---:|---:|---:|")
         for layer in CONV_LAYERS:
@@ -155,6 +173,8 @@ def main(argv=None):
             speedup = float(np.median(np.array(res["one"]) / np.array(res["many"])))
             print(f"| {layer[0]} | {flops / np.median(res['one']) / 1e9:.1f} | "
                   f"{flops / np.median(res['many']) / 1e9:.1f} | {speedup:.2f} |", flush=True)
+        print(f"\nhost FMA probe, 1 -> {args.threads} threads after the table: "
+              f"{host_fma_speedup(args.threads):.2f}")
     if "numba" in sections and "numba" in fastconv.backends():
         # The Numba backend against the C backend (conv) and OpenBLAS (GEMM), same run.
         print("\n| numba vs | layer | numba GFLOP/s | peer GFLOP/s | numba / peer |")

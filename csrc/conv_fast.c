@@ -247,14 +247,6 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
             const int64_t kp1 = min64(nkp, kp0 + (i1 - i));
             const int64_t g = ng % groups, n = ng / groups;
             i += kp1 - kp0;
-            for (int64_t kp = kp0; kp < kp1; ++kp)
-                if (tw.packed_for[kp] != g + 1) {
-                    /* pack: panels[kp][k][j] = w[g*Kg + kp*IK + j][k], zero past Kg */
-                    fc_pack_rows_transposed(w + (g * Kg + kp * IK) * CRS, CRS,
-                                            min64(IK, Kg - kp * IK), CRS,
-                                            tw.panels + kp * CRS * IK, IK);
-                    tw.packed_for[kp] = g + 1;
-                }
             const float *src = x + (n * C + g * Cg) * H * W;
             if (need_pad) {
                 if (tw.padded_ng != ng) ind_pad(src, tw.pad, Cg, H, W, Hp, Wp, pt, pl);
@@ -265,9 +257,21 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
             const int64_t nch = cdiv(pb1 - pb0, ind_chunk_blocks(kp1 - kp0, npb, CRS, Cg, Hp, Wp,
                                                                 Q, sh, R, dh));
             for (int64_t c = 0; c < nch; ++c)
-                ind_item(&cx, src, y + (n * K + g * Kg) * PQ, tw.panels,
-                         bias ? bias + g * Kg : NULL, kp0, kp1,
-                         pb0 + (pb1 - pb0) * c / nch, pb0 + (pb1 - pb0) * (c + 1) / nch);
+                for (int64_t kp = kp0; kp < kp1; ++kp) {
+                    /* each panel is packed just before its first use, so that it is still in
+                       the L2 when the microkernel reads it (packing the whole run first
+                       spilled it to the L3 whenever the run's panels outgrew the L2) */
+                    if (tw.packed_for[kp] != g + 1) {
+                        /* panels[kp][k][j] = w[g*Kg + kp*IK + j][k], zero past Kg */
+                        fc_pack_rows_transposed(w + (g * Kg + kp * IK) * CRS, CRS,
+                                                min64(IK, Kg - kp * IK), CRS,
+                                                tw.panels + kp * CRS * IK, IK);
+                        tw.packed_for[kp] = g + 1;
+                    }
+                    ind_item(&cx, src, y + (n * K + g * Kg) * PQ, tw.panels,
+                             bias ? bias + g * Kg : NULL, kp, kp + 1,
+                             pb0 + (pb1 - pb0) * c / nch, pb0 + (pb1 - pb0) * (c + 1) / nch);
+                }
         }
     }
     fc_free(ws);
