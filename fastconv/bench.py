@@ -39,32 +39,39 @@ from fastconv import _registry
 # ---------------------------------------------------------------------------- timing
 
 
-def median_time(fn, seconds, min_calls=3, max_calls=10_000):
-    """Median seconds of repeated calls for about ``seconds`` (at least ``min_calls``)."""
+def median_time(fn, seconds, min_calls=3, max_calls=10_000, fastest=None):
+    """Median seconds of repeated calls for about ``seconds`` (at least ``min_calls``).
+    ``fastest``: a list that gets the fastest call's seconds appended."""
     times, start = [], time.perf_counter()
     while len(times) < min_calls or (time.perf_counter() - start < seconds
                                      and len(times) < max_calls):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    if fastest is not None:
+        fastest.append(min(times))
     return float(np.median(times))
 
 
-def alternate(candidates, rounds, seconds, pause=0.2, min_calls=3, on_step=None):
+def alternate(candidates, rounds, seconds, pause=0.2, min_calls=3, on_step=None, fastest=None):
     """{name: [median seconds per round]}, timing each candidate once per round, in turn.
 
     Every candidate is called once first (warm-up outside the timer). ``pause`` seconds
     of sleep before each timing let the previous library's spinning threads go idle.
-    ``on_step(name)`` is called before each candidate's warm-up (progress display)."""
+    ``on_step(name)`` is called before each candidate's warm-up (progress display).
+    ``fastest``: a dict that gets {name: [fastest call's seconds per round]}."""
     for name, fn in candidates.items():
         if on_step:
             on_step(name)
         fn()
     results = {name: [] for name in candidates}
+    if fastest is not None:
+        fastest.update({name: [] for name in candidates})
     for _ in range(rounds):
         for name, fn in candidates.items():
             time.sleep(pause)
-            results[name].append(median_time(fn, seconds, min_calls))
+            results[name].append(median_time(fn, seconds, min_calls,
+                                             fastest=None if fastest is None else fastest[name]))
     return results
 
 
