@@ -32,7 +32,10 @@
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /* v rounded up to a multiple of 16 (floats: 64 bytes); negative (overflowed) stays so */
-static inline int64_t round16(int64_t v) { return v < 0 ? v : (v + 15) & ~(int64_t)15; }
+static inline int64_t round16(int64_t v)
+{
+    return v < 0 || v > INT64_MAX - 15 ? -1 : (v + 15) & ~(int64_t)15;
+}
 
 /* ------------------------------------------------------------------ indirect microkernels */
 
@@ -220,9 +223,9 @@ int fc_conv_indirect(const float *x, const float *w, const float *bias, float *y
     const int64_t ws_panels = fc_mul_ws(nkp, fc_mul_ws(CRS, IK));
     const int64_t ws_pad = need_pad ? round16(fc_mul_ws(fc_mul_ws(Cg, Hp), Wp)) : 0;
     const int64_t ws_ints = round16(2 * (nkp8 + CRS));
-    int64_t ws_thread = -1;
-    if (ws_panels >= 0 && ws_pad >= 0 &&
-        __builtin_add_overflow(ws_panels, ws_pad + ws_ints, &ws_thread))
+    int64_t ws_thread = -1, ws_rest;
+    if (ws_panels < 0 || ws_pad < 0 || __builtin_add_overflow(ws_pad, ws_ints, &ws_rest) ||
+        __builtin_add_overflow(ws_panels, ws_rest, &ws_thread))
         ws_thread = -1;
     float *ws = fc_alloc_floats(fc_mul_ws(ws_thread, nt));
     if (!ws) return -1;
