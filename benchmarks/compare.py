@@ -47,8 +47,9 @@ def gemm_candidates(n):
 def host_fma_speedup(threads, rounds=5, seconds=0.05):
     """The host's own 1 -> ``threads`` speedup on independent FMA chains (csrc's peak probe),
     median over alternating rounds: the most a compute-bound kernel can gain from the extra
-    threads at that moment. On a shared host the vCPUs sometimes get much less than one
-    core each, and then every thread-scaling figure of the same minutes drops with it."""
+    threads at that moment. On a shared host the vCPUs at times get much less than a core
+    each (this one has read 1.46 for 2 threads), and every thread-scaling figure of those
+    minutes drops with it; a reading near ``threads`` rules that cause out."""
     from fastconv.backends.c import lib
     ratios = []
     for _ in range(rounds):
