@@ -41,7 +41,7 @@ def main(argv=None):
                 Client(cluster) as client:
             y = fcd.predict(model, xs, batch_size=args.batch, client=client)
             threads = sorted(fcd.worker_threads(client).values())
-            y.compute()  # warm-up: scatter the model, plan and JIT on every worker
+            y.compute()  # warm-up: ship the model, plan and JIT on every worker
             best = min(_timed(y.compute) for _ in range(args.repeats))
             rows.append((f"LocalCluster, {workers} worker(s)", threads, best))
     print(f"{args.model}, {args.images} images, batch {args.batch}, best of {args.repeats}\n")

@@ -13,10 +13,12 @@ How it maps onto Dask
     ``batch_size`` images per block along N and one block along C, H, W; each block is
     one task, ``model(block)``, so the output is a Dask array with the same chunks
     along N.
-  * The model travels once: with a distributed client it is scattered to every worker
-    (``client.scatter(model, broadcast=True)``) and the tasks refer to that one future;
-    without a client (Dask's local scheduler) it is a single node of the graph. Each
-    worker plans it once per batch shape and keeps the plan (``nn.Graph`` caches plans).
+  * The model travels once: it is a single node of the graph
+    (``dask.delayed(model, pure=True)``) that every task refers to; a worker fetches it
+    once and plans it once per batch shape (``nn.Graph`` caches plans). It is not
+    scattered: Dask's active memory manager drops the replicas of a broadcast scatter
+    down to one within seconds, and when the worker holding that one died the job
+    failed ("already forgotten"). A graph node can always be recomputed.
   * Threads: every worker process gets ``fastconv.set_num_threads(cores on its host /
     Dask threads on its host)`` (at least 1), so workers x threads never oversubscribe
     a machine. Give workers one Dask thread each (``--nthreads 1``) and several cores.
@@ -176,9 +178,7 @@ def predict(model, images, *, batch_size=64, backend=None, client=None):
     client = _client(client)
     if client is not None:
         worker_threads(client)
-        shipped = client.scatter(model, broadcast=True, hash=False)
-    else:
-        shipped = dask.delayed(model, pure=True)
+    shipped = dask.delayed(model, pure=True)  # a graph node, not a scatter: see above
     chunks = (x.chunks[0],) + tuple((d,) for d in out_shape[1:])
     extra = len(out_shape) - 4
     kwargs = {}
