@@ -14,11 +14,13 @@ How it maps onto Dask
     one task, ``model(block)``, so the output is a Dask array with the same chunks
     along N.
   * The model travels once: it is a single node of the graph
-    (``dask.delayed(model, pure=True)``) that every task refers to; a worker fetches it
-    once and plans it once per batch shape (``nn.Graph`` caches plans). It is not
-    scattered: Dask's active memory manager drops the replicas of a broadcast scatter
-    down to one within seconds, and when the worker holding that one died the job
-    failed ("already forgotten"). A graph node can always be recomputed.
+    (``dask.delayed(model, pure=True)``) that every task refers to, persisted on the
+    cluster when there is a client (so later computes of the same array do not ship it
+    again); a worker fetches it once and plans it once per batch shape (``nn.Graph``
+    caches plans). It is not scattered: Dask's active memory manager drops the replicas
+    of a broadcast scatter down to one within seconds, and when the worker holding that
+    one died the job failed ("already forgotten"). A persisted graph node is recomputed
+    by the scheduler when its holders die.
   * Threads: every worker process gets ``fastconv.set_num_threads(cores on its host /
     Dask threads on its host)`` (at least 1), so workers x threads never oversubscribe
     a machine. Give workers one Dask thread each (``--nthreads 1``) and several cores.
@@ -176,9 +178,10 @@ def predict(model, images, *, batch_size=64, backend=None, client=None):
     out_name = model.outputs[0]
     out_shape = model.infer_shapes((batch_size,) + tuple(x.shape[1:]))[out_name]
     client = _client(client)
+    shipped = dask.delayed(model, pure=True)  # a graph node, not a scatter: see above
     if client is not None:
         worker_threads(client)
-    shipped = dask.delayed(model, pure=True)  # a graph node, not a scatter: see above
+        shipped = client.persist(shipped)
     chunks = (x.chunks[0],) + tuple((d,) for d in out_shape[1:])
     extra = len(out_shape) - 4
     kwargs = {}

@@ -28,6 +28,19 @@ def client():
         yield c
 
 
+def _holds_model(node, model):
+    """A graph node that is the model: the persisted future, or the literal itself."""
+    return type(node).__name__ == "Future" or getattr(node, "value", node) is model
+
+
+def _model_key(y):
+    """The key of the model that the first block's task reads (the one that is not an
+    array chunk), however predict ships it."""
+    first = y.__dask_keys__()[0][0]
+    return next(k for k in dict(y.__dask_graph__())[first].dependencies
+                if not isinstance(k, tuple))
+
+
 def local_batches(model, x, batch):
     """What one machine gives for the same batches (kernels may pick per batch size)."""
     return np.concatenate([model(x[i:i + batch]) for i in range(0, len(x), batch)])
@@ -64,7 +77,7 @@ def test_model_is_shipped_once(client):
     y = fcd.predict(model, da.from_array(rand((40, 1, 32, 32), 3), chunks=8), batch_size=8)
     graph = dict(y.__dask_graph__())
     assert y.numblocks[0] == 5
-    holders = [k for k, v in graph.items() if getattr(v, "value", v) is model]
+    holders = [k for k, v in graph.items() if _holds_model(v, model)]
     assert len(holders) == 1, holders
     # and no task carries a copy of its own: 5 copies would pickle to 5x the model
     import pickle
@@ -76,8 +89,7 @@ def test_worker_killed_mid_job_still_completes(client):
     x = rand((48, 3, 227, 227), 4)  # 48 one-image tasks: about a second on 2 workers
     want = local_batches(model, x, 1)
     y = fcd.predict(model, da.from_array(x), batch_size=1)
-    model_key = next(k for k, v in dict(y.__dask_graph__()).items()
-                     if getattr(v, "value", v) is model)
+    model_key = _model_key(y)
     future = client.compute(y)
     deadline = time.time() + 60
     busy, holders = {}, ()
@@ -86,7 +98,7 @@ def test_worker_killed_mid_job_still_completes(client):
         holders = client.who_has().get(model_key, ())
         time.sleep(0.01)
     # a worker with tasks under way, the model's holder if it has some: losing the only
-    # copy of a scattered model lost the job ("already forgotten"); a graph node is rerun
+    # copy of a scattered model lost the job ("already forgotten"); a persisted node is rerun
     victim = next((w for w in busy if w in holders), next(iter(busy)))
     pid = client.run(os.getpid, workers=[victim])[victim]
     # killed before the job ends (a kill after it, of the worker holding the result,
@@ -96,6 +108,20 @@ def test_worker_killed_mid_job_still_completes(client):
     out = future.result(timeout=300)
     np.testing.assert_array_equal(out, want)
     assert victim not in client.scheduler_info()["workers"]  # it really died
+
+
+def test_model_lost_on_every_worker_is_recomputed(client):
+    """Dask's memory manager keeps as few copies of a value as it can; killing every worker
+    that holds the model must not lose the job (a scattered model was lost for good)."""
+    model = models.lenet5()
+    x = rand((40, 1, 32, 32), 6)
+    y = fcd.predict(model, da.from_array(x, chunks=8), batch_size=8)
+    first = y.compute()
+    holders = client.who_has().get(_model_key(y), ())
+    assert holders, "the model is in memory on no worker after a compute"
+    for worker in holders:
+        os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+    np.testing.assert_array_equal(client.compute(y).result(timeout=120), first)
 
 
 def test_npy_shards_and_local_scheduler(tmp_path):
