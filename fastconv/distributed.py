@@ -25,8 +25,8 @@ How it maps onto Dask
     Dask threads on its host)`` (at least 1), so workers x threads never oversubscribe
     a machine. Give workers one Dask thread each (``--nthreads 1``) and several cores.
   * Fault tolerance is Dask's: tasks are pure functions of their block, so the
-    scheduler re-runs the tasks of a worker that dies on the others, and the model
-    still lives on the surviving workers. No output is lost or counted twice: the
+    scheduler re-runs the tasks of a worker that dies on the others, and the model's
+    node too if no surviving worker holds it. No output is lost or counted twice: the
     result is exactly what the single-machine ``model(x)`` gives.
 
 Scaling to many machines (on paper): per batch the network carries the input block
