@@ -28,17 +28,17 @@ def client():
         yield c
 
 
-def _holds_model(node, model):
-    """A graph node that is the model: the persisted future, or the literal itself."""
-    return type(node).__name__ == "Future" or getattr(node, "value", node) is model
+def _model_keys(y):
+    """The keys of the model that the block tasks read (their dependencies that are not
+    array chunks), however predict ships it."""
+    graph = dict(y.__dask_graph__())
+    return {k for (block, *_) in y.__dask_keys__() for k in graph[block].dependencies
+            if not isinstance(k, tuple)}
 
 
 def _model_key(y):
-    """The key of the model that the first block's task reads (the one that is not an
-    array chunk), however predict ships it."""
-    first = y.__dask_keys__()[0][0]
-    return next(k for k in dict(y.__dask_graph__())[first].dependencies
-                if not isinstance(k, tuple))
+    (key,) = _model_keys(y)
+    return key
 
 
 def local_batches(model, x, batch):
@@ -77,8 +77,7 @@ def test_model_is_shipped_once(client):
     y = fcd.predict(model, da.from_array(rand((40, 1, 32, 32), 3), chunks=8), batch_size=8)
     graph = dict(y.__dask_graph__())
     assert y.numblocks[0] == 5
-    holders = [k for k, v in graph.items() if _holds_model(v, model)]
-    assert len(holders) == 1, holders
+    assert len(_model_keys(y)) == 1, _model_keys(y)  # every task reads the same node
     # and no task carries a copy of its own: 5 copies would pickle to 5x the model
     import pickle
     assert len(pickle.dumps(graph)) < 2 * len(pickle.dumps(model))
