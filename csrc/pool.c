@@ -328,125 +328,178 @@ pool_k3s1_same(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int6
         pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 0, 0);
 }
 
-/* 3x3 max pool, stride 2, no padding or dilation (AlexNet / ZFNet pool1..5, GoogLeNet):
-   row-max first, then columns in registers, two output rows per pass. Output row p reads
-   input rows 2p..2p+2, so the pass's rows p, p+1 share row 2p+2 (5 row loads, not 6). For
-   each 8-column vector the pass takes the max of the window's rows (v, per output row);
-   then 8 outputs come from 16 + 1 columns of v: m[c] = max(v[c], v[c+1]) (a one-lane shift
-   across two vectors), out[q] = max(m[2q], m[2q+1]) (even / odd lanes: two in-lane shuffles,
-   then one permute puts the 64-bit pairs in order). max_ps is not NaN-propagating, so the
-   loads are checked for NaN instead (one unordered compare per two vectors, about a third
-   of what nanmax would cost); a plane holding a NaN goes to the generic path. Columns from
-   W on are -inf (windows of ceil_mode running past the right edge). Returns the number of
-   output rows done: those whose window lies inside the plane (the rest run past the bottom
-   and take the generic path), or 0 when the plane holds a NaN. */
-FC_TARGET_AVX2 static inline __m256 k3s2_cols(__m256 a, __m256 b, __m256 c)
-{   /* a, b, c: v of columns 16j.., 16j+8.., 16j+16.. -> outputs 8j..8j+7 */
-    const __m256 ma = _mm256_max_ps(a, shift_in_right(a, _mm256_permute2f128_ps(a, b, 0x21)));
-    const __m256 mb = _mm256_max_ps(b, shift_in_right(b, _mm256_permute2f128_ps(b, c, 0x21)));
-    /* lanes: (q0 q1 q4 q5 | q2 q3 q6 q7) */
-    const __m256 o = _mm256_max_ps(_mm256_shuffle_ps(ma, mb, _MM_SHUFFLE(2, 0, 2, 0)),
-                                   _mm256_shuffle_ps(ma, mb, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
-}
-
-/* Output vector j of row p (Q outputs a row, P rows): a whole store where it stays inside
-   the plane (the spill lands on the next row, which is written after it), else masked. */
-FC_TARGET_AVX2 static inline void k3s2_store(float *yp, int64_t p, int64_t j, int64_t Q,
-                                             int64_t P, __m256i qmask, __m256 o)
+/* 3x3 max pool, stride 2, no padding or dilation (AlexNet / ZFNet pool1..5, GoogLeNet).
+   Output row p reads input rows 2p..2p+2, so a pass does rows p and p+1, which share row
+   2p+2 (5 row loads, not 6), and keeps them paired in the two 128-bit lanes of a vector:
+   lane 0 row p, lane 1 row p+1, four outputs each. Every shuffle of the column fold then
+   stays inside a lane (two per cycle on Zen 3; the cross-lane ones issue once per cycle).
+     - Per 8-column vector: v = the max of the window's rows, for each row of the pair.
+     - Pair them (two cross-lane permutes) and split even / odd columns in-lane:
+       E = v[c], v[c+2], v[c+4], v[c+6] and O = v[c+1], v[c+3], ... per lane.
+     - out[q] = max(v[2q], v[2q+1], v[2q+2]) = max(E, O, E shifted by one), the shift
+       taking the next vector's first even column (one in-lane alignr).
+   NaN: max_ps alone drops a NaN in its first operand, and a check per load cost a fifth of
+   the kernel. But every input element is an operand of some max_ps, and max_ps raises the
+   invalid-operation flag in MXCSR for any NaN operand, quiet ones too (a compare would
+   not). So the kernel checks nothing: its caller reads the flag after the plane and reruns
+   a flagged plane on the NaN-propagating generic path (fc_max_pool2d masks the exceptions
+   and restores the caller's MXCSR). Returns the output rows done: those whose window lies
+   inside the plane; the rest run past the bottom and take the generic path. */
+/* Whether a max_ps saw a NaN since the last call: MXCSR's sticky invalid-operation flag
+   (bit 0), which this clears. Read after a noinline kernel returns, so its max_ps have all
+   run; a flag left by other code only costs a needless rerun on the generic path. */
+static inline int fp_invalid_take(void)
 {
-    float *d = yp + p * Q + 8 * j;
-    if (p * Q + 8 * j + 8 <= P * Q) _mm256_storeu_ps(d, o);
-    else _mm256_maskstore_ps(d, qmask, o);
+    const unsigned csr = _mm_getcsr();
+    if (!(csr & 1u)) return 0;
+    _mm_setcsr(csr & ~1u);
+    return 1;
 }
 
-/* v (the max of the window's rows) of column vector k for the pass's output rows, from
-   input rows r[0..2*NR] (the last vector masked: lanes from W on are -inf; beyond it all
-   -inf). NaN lanes of the loads are or-ed into *nn (one compare covers two vectors). */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
-k3s2_rows(const float *r, int64_t W, int64_t k, int64_t nv, __m256i wmask, __m256 *v0,
-          __m256 *v1, __m256 *nn, const int NR, const int INTERIOR)
+k3s2_pair_eo(__m256 v0, __m256 v1, __m256 *E, __m256 *O)
+{   /* v0, v1: columns c..c+7 of rows p, p+1 */
+    const __m256 a = _mm256_permute2f128_ps(v0, v1, 0x20), b = _mm256_permute2f128_ps(v0, v1, 0x31);
+    *E = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    *O = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/* Four outputs of each row of the pair from columns c..c+8: E, O of c..c+7, En of c+8.. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+k3s2_out(__m256 E, __m256 O, __m256 En)
+{
+    const __m256 e2 = _mm256_castsi256_ps(
+        _mm256_alignr_epi8(_mm256_castps_si256(En), _mm256_castps_si256(E), 4));
+    return _mm256_max_ps(_mm256_max_ps(E, O), e2);
+}
+
+/* E, O of 8-column vector k for a pass reading rows r0, r0+W, r2, r2+S, r2+2S (S = 0 for a
+   lone last row): the last vector masked (lanes from W on -inf), -inf beyond it. */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+k3s2_cols_checked(const float *r0, const float *r2, int64_t W, int64_t S, int64_t k,
+                  int64_t nv, __m256i wmask, __m256 *E, __m256 *O)
 {
     const __m256 pad = _mm256_set1_ps(-INFINITY);
-    if (INTERIOR) nv = k + 2; /* the caller knows k + 1 < nv */
     if (k >= nv) {
-        *v0 = *v1 = pad;
+        *E = *O = pad;
         return;
     }
-    const float *c = r + 8 * k;
-    __m256 l0, l1, l2, l3 = pad, l4 = pad;
+    const float *a = r0 + 8 * k, *b = r2 + 8 * k;
+    __m256 v0, v1;
     if (k + 1 < nv) {
-        l0 = _mm256_loadu_ps(c), l1 = _mm256_loadu_ps(c + W), l2 = _mm256_loadu_ps(c + 2 * W);
-        if (NR == 2) l3 = _mm256_loadu_ps(c + 3 * W), l4 = _mm256_loadu_ps(c + 4 * W);
-    } else { /* masked-off lanes read 0, no NaN */
-        l0 = _mm256_maskload_ps(c, wmask), l1 = _mm256_maskload_ps(c + W, wmask);
-        l2 = _mm256_maskload_ps(c + 2 * W, wmask);
-        if (NR == 2)
-            l3 = _mm256_maskload_ps(c + 3 * W, wmask), l4 = _mm256_maskload_ps(c + 4 * W, wmask);
+        const __m256 l2 = _mm256_loadu_ps(b);
+        v0 = _mm256_max_ps(_mm256_max_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(a + W)), l2);
+        v1 = _mm256_max_ps(_mm256_max_ps(l2, _mm256_loadu_ps(b + S)), _mm256_loadu_ps(b + 2 * S));
+    } else { /* masked-off lanes read 0, then become -inf */
+        const __m256 l2 = _mm256_maskload_ps(b, wmask), keep = _mm256_castsi256_ps(wmask);
+        v0 = _mm256_max_ps(_mm256_max_ps(_mm256_maskload_ps(a, wmask),
+                                         _mm256_maskload_ps(a + W, wmask)), l2);
+        v1 = _mm256_max_ps(_mm256_max_ps(l2, _mm256_maskload_ps(b + S, wmask)),
+                           _mm256_maskload_ps(b + 2 * S, wmask));
+        v0 = _mm256_blendv_ps(pad, v0, keep), v1 = _mm256_blendv_ps(pad, v1, keep);
     }
-    __m256 u = _mm256_cmp_ps(l0, l1, _CMP_UNORD_Q);
-    if (NR == 2)
-        u = _mm256_or_ps(u, _mm256_or_ps(_mm256_cmp_ps(l2, l3, _CMP_UNORD_Q),
-                                         _mm256_cmp_ps(l4, l4, _CMP_UNORD_Q)));
-    else
-        u = _mm256_or_ps(u, _mm256_cmp_ps(l2, l2, _CMP_UNORD_Q));
-    *nn = _mm256_or_ps(*nn, u);
-    __m256 m0 = _mm256_max_ps(_mm256_max_ps(l0, l1), l2), m1 = m0;
-    if (NR == 2) m1 = _mm256_max_ps(_mm256_max_ps(l2, l3), l4);
-    if (k + 1 == nv) {
-        m0 = _mm256_blendv_ps(pad, m0, _mm256_castsi256_ps(wmask));
-        m1 = _mm256_blendv_ps(pad, m1, _mm256_castsi256_ps(wmask));
-    }
-    *v0 = m0, *v1 = m1;
+    k3s2_pair_eo(v0, v1, E, O);
 }
 
-/* One pass: output rows p (and p+1 when NR == 2) from input rows r[0..2*NR]. */
+/* Output rows p, p+1 (y0, y0 + Q) from input rows r0..r0+4W with whole loads and stores:
+   the caller makes sure the loads (8 * nq + 8 floats of each row, past the row's end into
+   the next rows) and the stores (4 * nq floats of each output row) stay inside the plane.
+   Lanes read past the row only reach outputs q >= Q when 2Q <= W - 1; with 2Q == W
+   (ceil_mode) output Q-1 reads column W, which the fix-up at the end takes as -inf. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
-k3s2_pass(const float *r, float *yp, int64_t p, int64_t W, int64_t P, int64_t Q, int64_t nv,
-          __m256i wmask, __m256i qmask, __m256 *nn, const int NR)
+k3s2_fast_pass(const float *r0, float *y0, int64_t W, int64_t Q, int64_t nq)
 {
-    const int64_t nq = (Q + 7) / 8;
-    __m256 a0, a1, b0, b1, c0, c1, first1 = _mm256_setzero_ps(), nan = *nn;
-    k3s2_rows(r, W, 0, nv, wmask, &a0, &a1, &nan, NR, 0);
-    int64_t j = 0;
-    /* interior: columns 16j .. 16j+23 and outputs 8j .. 8j+7 inside the row (no masks, no
-       padding: straight-line code), then the rest with the checks */
-#define K3S2_STEP(INTERIOR)                                                                 \
-    do {                                                                                    \
-        k3s2_rows(r, W, 2 * j + 1, nv, wmask, &b0, &b1, &nan, NR, INTERIOR);                \
-        k3s2_rows(r, W, 2 * j + 2, nv, wmask, &c0, &c1, &nan, NR, INTERIOR);                \
-        const __m256 o0 = k3s2_cols(a0, b0, c0);                                            \
-        if (INTERIOR) _mm256_storeu_ps(yp + p * Q + 8 * j, o0);                             \
-        else k3s2_store(yp, p, j, Q, P, qmask, o0);                                         \
-        if (NR == 2) {                                                                      \
-            const __m256 o1 = k3s2_cols(a1, b1, c1);                                        \
-            /* row p+1's first vector goes last: row p's tail may spill onto it */          \
-            if (j == 0) first1 = o1;                                                        \
-            else if (INTERIOR) _mm256_storeu_ps(yp + (p + 1) * Q + 8 * j, o1);              \
-            else k3s2_store(yp, p + 1, j, Q, P, qmask, o1);                                 \
-        }                                                                                   \
-        a0 = c0, a1 = c1;                                                                   \
+    const float *r1 = r0 + W, *r2 = r1 + W, *r3 = r2 + W, *r4 = r3 + W;
+    float *y1 = y0 + Q;
+    __m256 E, O, En, On;
+#define K3S2_EO(c, E_, O_)                                                                   \
+    do {                                                                                     \
+        const __m256 l2 = _mm256_loadu_ps(r2 + (c));                                         \
+        k3s2_pair_eo(                                                                        \
+            _mm256_max_ps(_mm256_max_ps(_mm256_loadu_ps(r0 + (c)), _mm256_loadu_ps(r1 + (c))), \
+                          l2),                                                               \
+            _mm256_max_ps(_mm256_max_ps(l2, _mm256_loadu_ps(r3 + (c))),                      \
+                          _mm256_loadu_ps(r4 + (c))),                                        \
+            &E_, &O_);                                                                       \
     } while (0)
-    for (; 2 * j + 3 < nv && 8 * j + 8 <= Q; ++j) K3S2_STEP(1);
-    for (; j < nq; ++j) K3S2_STEP(0);
-#undef K3S2_STEP
-    *nn = nan;
-    if (NR == 2) k3s2_store(yp, p + 1, 0, Q, P, qmask, first1);
+#define K3S2_STORE(j, o)                                                                     \
+    do {                                                                                     \
+        _mm_storeu_ps(y0 + 4 * (j), _mm256_castps256_ps128(o));                              \
+        _mm_storeu_ps(y1 + 4 * (j), _mm256_extractf128_ps(o, 1));                            \
+    } while (0)
+    K3S2_EO(0, E, O);
+    K3S2_EO(8, En, On);
+    __m256 o = k3s2_out(E, O, En);
+    _mm_storeu_ps(y0, _mm256_castps256_ps128(o));
+    const __m128 first1 = _mm256_extractf128_ps(o, 1); /* stored last: row p's tail spills on it */
+    int64_t j = 1;
+    for (; j + 2 <= nq; j += 2) { /* two steps a trip: E, O and En, On swap roles */
+        K3S2_EO(8 * j + 8, E, O);
+        o = k3s2_out(En, On, E);
+        K3S2_STORE(j, o);
+        K3S2_EO(8 * j + 16, En, On);
+        o = k3s2_out(E, O, En);
+        K3S2_STORE(j + 1, o);
+    }
+    if (j < nq) {
+        K3S2_EO(8 * j + 8, E, O);
+        o = k3s2_out(En, On, E);
+        K3S2_STORE(j, o);
+    }
+#undef K3S2_STORE
+#undef K3S2_EO
+    _mm_storeu_ps(y1, first1);
+    if (2 * Q == W) { /* output Q-1's window is columns W-2, W-1 and the -inf past the edge */
+        for (int i = 0; i < 2; ++i) {
+            const float *r = r0 + 2 * i * W + W - 2;
+            float m = r[0];
+            for (int t = 0; t < 3; ++t) {
+                m = r[t * W] > m ? r[t * W] : m;
+                m = r[t * W + 1] > m ? r[t * W + 1] : m;
+            }
+            y0[i * Q + Q - 1] = m;
+        }
+    }
 }
 
 FC_TARGET_AVX2 __attribute__((noinline)) static int64_t
 pool_max_k3s2(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q)
 {
     const int64_t pf = P < (H - 1) / 2 ? P : (H - 1) / 2; /* rows with 2p + 2 <= H - 1 */
-    const int64_t nv = (W + 7) / 8;
-    const __m256i wmask = fc_avx2_tailmask(W - 8 * (nv - 1)),
-                  qmask = fc_avx2_tailmask(Q - 8 * ((Q - 1) / 8));
-    __m256 nan = _mm256_setzero_ps();
+    const int64_t nv = (W + 7) / 8, nq = (Q + 3) / 4;
     int64_t p = 0;
-    for (; p + 2 <= pf; p += 2)
-        k3s2_pass(xp + 2 * p * W, yp, p, W, P, Q, nv, wmask, qmask, &nan, 2);
-    if (p < pf) k3s2_pass(xp + 2 * p * W, yp, p, W, P, Q, nv, wmask, qmask, &nan, 1);
-    return _mm256_movemask_ps(nan) ? 0 : pf;
+    /* fast passes while their loads (rows 2p..2p+4 and 8 * nq + 8 floats from the start of
+       row 2p+4) and stores (rows p, p+1 to 4 * nq floats) stay inside the plane */
+    if (Q >= 4 && 2 * Q <= W)
+        for (; p + 2 <= pf && (2 * p + 4) * W + 8 * nq + 8 <= H * W &&
+               (p + 1) * Q + 4 * nq <= P * Q;
+             p += 2)
+            k3s2_fast_pass(xp + 2 * p * W, yp + p * Q, W, Q, nq);
+    const __m256i wmask = fc_avx2_tailmask(W - 8 * (nv - 1));
+    const __m128i qmask = _mm256_castsi256_si128(fc_avx2_tailmask(Q - 4 * (nq - 1)));
+    for (; p < pf; p += 2) { /* the rest: masked loads, stores checked against the plane's end */
+        const int two = p + 1 < pf;
+        const float *r0 = xp + 2 * p * W, *r2 = r0 + 2 * W;
+        float *y0 = yp + p * Q, *y1 = y0 + Q;
+        __m256 E, O, En, On;
+        __m128 first1 = _mm_setzero_ps();
+        /* a lone last row pairs with itself (S = 0); its lane 1 is dropped */
+        k3s2_cols_checked(r0, r2, W, two ? W : 0, 0, nv, wmask, &E, &O);
+        for (int64_t j = 0; j < nq; ++j) {
+            k3s2_cols_checked(r0, r2, W, two ? W : 0, j + 1, nv, wmask, &En, &On);
+            const __m256 o = k3s2_out(E, O, En);
+            const __m128 lo = _mm256_castps256_ps128(o), hi = _mm256_extractf128_ps(o, 1);
+            if (p * Q + 4 * j + 4 <= P * Q) _mm_storeu_ps(y0 + 4 * j, lo);
+            else _mm_maskstore_ps(y0 + 4 * j, qmask, lo);
+            if (two && j == 0) first1 = hi;
+            else if (two && (p + 1) * Q + 4 * j + 4 <= P * Q) _mm_storeu_ps(y1 + 4 * j, hi);
+            else if (two) _mm_maskstore_ps(y1 + 4 * j, qmask, hi);
+            E = En, O = On;
+        }
+        if (two && Q >= 4 && (p + 1) * Q + 4 <= P * Q) _mm_storeu_ps(y1, first1);
+        else if (two) _mm_maskstore_ps(y1, _mm256_castsi256_si128(fc_avx2_tailmask(Q)), first1);
+    }
+    return pf;
 }
 
 /* One plane of max (IS_MAX) or average pooling. buf: pbk row buffers of bl floats, the
@@ -479,11 +532,14 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
         return;
     }
     if (IS_MAX && KH == 3 && KW == 3 && SW == 2 && sh == 2 && dh == 1 && pt == 0 && pl == 0) {
+        fp_invalid_take(); /* a NaN of an earlier plane's generic path */
         const int64_t done = pool_max_k3s2(xp, yp, H, W, P, Q);
-        if (done == P) return;
-        /* the rest (windows running past the bottom; every row if the plane holds a NaN)
-           as a plane of its own on the generic path below */
-        xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
+        if (!fp_invalid_take()) {
+            if (done == P) return;
+            /* the rest (windows running past the bottom) as a plane of its own on the
+               generic path below */
+            xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
+        } /* else the plane holds a NaN: all of it on the NaN-propagating generic path */
     }
     if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
         pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, rc, IS_MAX, KH);
@@ -639,6 +695,10 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         const int64_t pbk = pool_block_rows(bl, P);
 #pragma omp parallel num_threads(nt) reduction(| : failed)
         {
+            /* the 3x3/2 kernel finds NaNs through MXCSR's invalid flag (pool_max_k3s2):
+               exceptions masked, flags cleared, the caller's MXCSR back at the end */
+            const unsigned csr = _mm_getcsr();
+            _mm_setcsr((csr | 0x1f80u) & ~0x3fu);
             float *buf = fc_alloc_floats(bl * pbk);
             failed = buf == NULL;
             for (int64_t i = 0; buf && i < bl * pbk; ++i) buf[i] = -INFINITY;
@@ -649,6 +709,7 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
                                     stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
                                     NULL, 0.0f, buf, bl, pbk, 1);
             fc_free(buf);
+            _mm_setcsr(csr);
         }
         return failed ? -1 : 0;
     }

@@ -100,19 +100,35 @@ def run_checks():
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6,
                                            err_msg=str(("avg 3x3/1", H, W, pad, cip)))
                 assert not np.signbit(a[1, 1]).any(), ("avg 3x3/1 -0", H, W, pad, cip)
-    # 3x3/2 max without padding (the two-rows-per-pass register path): odd / even heights
-    # (a last single-row pass), ragged widths (masked last vector, spilled / masked output
-    # tails), ceil_mode windows past the right and bottom edges (-inf columns, rows left to
-    # the generic path), and a NaN in one plane only (that plane falls back)
+    # 3x3/2 max without padding (the two-rows-per-pass register path, csrc/pool.c
+    # pool_max_k3s2): odd / even heights (a last single-row pass), ragged widths (masked
+    # last vector, spilled / masked output tails), planes tall enough for the whole-vector
+    # passes and the checked passes after them, ceil_mode windows past the right edge (the
+    # -inf column W, fixed up after a whole-vector pass when 2Q == W) and the bottom edge
+    # (rows left to the generic path). NaNs: the kernel finds them through MXCSR's invalid
+    # flag and reruns the plane, so they go anywhere in one plane (the next must not rerun
+    # wrongly), in the last row or column, and in a column no window reads (W even, floor:
+    # the whole-vector loads still read it; the rerun must give no NaN)
     for H, W in [(3, 3), (4, 5), (5, 8), (7, 9), (9, 16), (8, 17), (11, 23), (13, 24),
-                 (27, 31), (55, 55), (56, 56), (6, 40)]:
+                 (27, 31), (55, 55), (56, 56), (6, 40), (12, 12), (21, 40), (41, 57),
+                 (30, 8), (17, 120)]:
         for cm in (False, True):
             x = rng.standard_normal((2, 3, H, W)).astype(np.float32)
             x[1, 2].flat[rng.integers(0, H * W)] = np.nan
             x[0, 1].flat[rng.integers(0, H * W)] = -np.inf
-            a = fastconv.max_pool2d(x, 3, 2, 0, 1, cm, backend="c")
-            b = fastconv.max_pool2d(x, 3, 2, 0, 1, cm, backend="naive")
-            assert np.array_equal(a, b, equal_nan=True), ("max 3x3/2", H, W, cm)
+            x[0, 2, H - 1, rng.integers(0, W)] = np.nan
+            x[1, 0, rng.integers(0, H), W - 1] = -np.nan
+            x[1, 1, H // 2, W // 2] = np.inf
+            for x_ in (x, np.nan_to_num(x, nan=7.0)):
+                a = fastconv.max_pool2d(x_, 3, 2, 0, 1, cm, backend="c")
+                b = fastconv.max_pool2d(x_, 3, 2, 0, 1, cm, backend="naive")
+                assert np.array_equal(a, b, equal_nan=True), ("max 3x3/2", H, W, cm)
+        if W % 2 == 0:
+            x = rng.standard_normal((1, 2, H, W)).astype(np.float32)
+            x[0, 0, :, W - 1] = np.nan  # read by no window of the floor-mode output
+            a = fastconv.max_pool2d(x, 3, 2, backend="c")
+            assert not np.isnan(a).any(), ("max 3x3/2 unread NaN", H, W)
+            assert np.array_equal(a, fastconv.max_pool2d(x, 3, 2, backend="naive"))
     # global average pooling: ragged plane sizes
     for HW in list(range(1, 20)) + [49, 64, 65]:
         x = rng.standard_normal((2, 5, HW, 1)).astype(np.float32)
@@ -200,3 +216,37 @@ def test_memory_paths_generic_isa():
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+_MXCSR_CHECK = r"""
+import ctypes, ctypes.util, sys
+import numpy as np
+import fastconv
+libm = ctypes.CDLL(ctypes.util.find_library("m"))
+FE_INVALID, FE_ALL = 0x01, 0x3d  # <fenv.h> on x86
+x = np.random.default_rng(0).standard_normal((2, 4, 23, 31)).astype(np.float32)
+x[1, 2, 5, 7] = np.nan
+fastconv.set_num_threads(int(sys.argv[1]))
+libm.feclearexcept(FE_ALL)
+libm.feenableexcept(FE_INVALID)  # a NaN operand of max_ps would now raise SIGFPE
+y = fastconv.max_pool2d(x, 3, 2, backend="c")
+enabled, raised = libm.fegetexcept(), libm.fetestexcept(FE_INVALID)
+libm.fedisableexcept(FE_INVALID)
+ref = fastconv.max_pool2d(x, 3, 2, backend="naive")
+assert np.array_equal(y, ref, equal_nan=True) and np.isnan(y[1, 2]).any()
+assert enabled == FE_INVALID, enabled  # the caller's exception masks are back
+assert raised == 0, raised  # and its flags: the kernel's invalid flag does not leak
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_pool_nan_flag_leaves_caller_fp_state(threads):
+    """The 3x3/2 max pool finds NaNs through MXCSR's invalid flag (csrc/pool.c): it must mask
+    the exception (no SIGFPE where the caller unmasked it) and restore the caller's MXCSR."""
+    from fastconv import _registry
+    if _registry.backend_module("c").build_info()["isa"] == "generic":
+        pytest.skip("the MXCSR path is the AVX2 one; this CPU has no AVX2")
+    res = subprocess.run([sys.executable, "-c", _MXCSR_CHECK, str(threads)], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, (res.returncode, res.stdout, res.stderr)
