@@ -370,7 +370,8 @@ lrn_pair_step(const float *xn, float *yn, float *ring, int64_t L, int64_t C, int
         _mm256_store_ps(q1r + (i), q1);                                                       \
         const __m256 mid = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(                         \
             _mm256_load_ps(rb + (i)), _mm256_load_ps(rc + (i))), _mm256_load_ps(rd + (i))), q0); \
-        const __m256 s0 = _mm256_add_ps(_mm256_load_ps(ra + (i)), mid), s1 = _mm256_add_ps(mid, q1); \
+        const __m256 s0 = _mm256_add_ps(_mm256_load_ps(ra + (i)), mid);                       \
+        const __m256 s1 = _mm256_add_ps(mid, q1);                                             \
         const __m256 t0 = TFIX(scaled ? _mm256_add_ps(s0, vk) : _mm256_fmadd_ps(va, s0, vk));   \
         const __m256 t1 = TFIX(scaled ? _mm256_add_ps(s1, vk) : _mm256_fmadd_ps(va, s1, vk));   \
         vmin = _mm256_min_ps(_mm256_min_ps(t0, t1), vmin);                                    \

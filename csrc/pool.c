@@ -806,12 +806,53 @@ FC_CLONES int fc_avg_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
 
 /* x (N,C,H,W) -> y (N,C,1,1) */
 #if FC_X86
-/* Planes [n0, n1): two 8-lane partial sums per plane, masked tail, horizontal add. */
+/* Lane p of the result: the sum of a[p]'s 8 lanes (an 8 x 8 transpose folded into the adds:
+   in-lane unpacks and shuffles, then one cross-lane pair). */
+FC_TARGET_AVX2 static inline __m256 gap_sum8(const __m256 *a)
+{
+    __m256 t[4];
+    for (int j = 0; j < 4; ++j) /* per 128-bit lane: a0+a2, b0+b2, a1+a3, b1+b3 */
+        t[j] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * j], a[2 * j + 1]),
+                             _mm256_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+    const __m256 u0 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 u1 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm256_shuffle_ps(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                         _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* Planes [n0, n1). With HW >= 8, eight planes at a time: one 8-lane sum per plane (the whole
+   vectors, then the plane's last 8 floats again with the lanes already counted zeroed, so no
+   masked load), the eight reduced together by gap_sum8 and stored as one vector: about a
+   quarter of the instructions of one horizontal sum per plane (ResNet's 7 x 7 planes). The
+   rest one plane at a time: two partial sums, masked tail, horizontal add. */
 FC_TARGET_AVX2 static void gap_avx2(const float *x, float *y, int64_t n0, int64_t n1, int64_t HW)
 {
     const int64_t hv = HW & ~(int64_t)7;
     const __m256i tm = fc_avx2_tailmask(HW - hv);
-    for (int64_t nc = n0; nc < n1; ++nc) {
+    int64_t nc = n0;
+    if (HW >= 8) {
+        /* lanes 8 - HW % 8 .. 7 of the last 8 floats are the ones past the whole vectors */
+        const __m256 keep = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                               _mm256_set1_epi32((int)(7 - (HW - hv)))));
+        const __m256 vhw = _mm256_set1_ps((float)HW);
+        for (; nc + 8 <= n1; nc += 8) {
+            const float *xb = x + nc * HW;
+            __m256 acc[8];
+            for (int p = 0; p < 8; ++p) acc[p] = _mm256_loadu_ps(xb + p * HW);
+            for (int64_t i = 8; i < hv; i += 8)
+                for (int p = 0; p < 8; ++p)
+                    acc[p] = _mm256_add_ps(acc[p], _mm256_loadu_ps(xb + p * HW + i));
+            if (hv < HW)
+                for (int p = 0; p < 8; ++p)
+                    acc[p] = _mm256_add_ps(
+                        acc[p], _mm256_and_ps(_mm256_loadu_ps(xb + p * HW + HW - 8), keep));
+            _mm256_storeu_ps(y + nc, _mm256_div_ps(gap_sum8(acc), vhw));
+        }
+    }
+    for (; nc < n1; ++nc) {
         const float *xp = x + nc * HW;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         int64_t i = 0;

@@ -129,9 +129,13 @@ def run_checks():
             a = fastconv.max_pool2d(x, 3, 2, backend="c")
             assert not np.isnan(a).any(), ("max 3x3/2 unread NaN", H, W)
             assert np.array_equal(a, fastconv.max_pool2d(x, 3, 2, backend="naive"))
-    # global average pooling: ragged plane sizes
+    # global average pooling: ragged plane sizes; 33 planes, so eight-plane blocks (HW >= 8),
+    # a leftover plane and, on two threads, ranges that start mid-block; a NaN and a +inf
+    # plane inside a block
     for HW in list(range(1, 20)) + [49, 64, 65]:
-        x = rng.standard_normal((2, 5, HW, 1)).astype(np.float32)
+        x = rng.standard_normal((3, 11, HW, 1)).astype(np.float32)
+        x[1, 2, HW // 2] = np.nan
+        x[2, 9, 0] = np.inf
         np.testing.assert_allclose(fastconv.global_avg_pool2d(x, backend="c"),
                                    x.astype(np.float64).mean(axis=(2, 3), keepdims=True),
                                    rtol=1e-6, atol=1e-6, err_msg=str(HW))
