@@ -37,8 +37,8 @@ def _prepare(backend, out_dtype, *arrays):
     """C-contiguous copies (or views) in the backend's compute dtype; None and device
     arrays (already float32 and contiguous, see as_array) pass through."""
     dtype = out_dtype if backend in _registry.FLOAT64_BACKENDS else np.float32
-    return [a if a is None or is_device_array(a) else np.ascontiguousarray(a, dtype=dtype)
-            for a in arrays]
+    return [a if a is None or (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous)
+            or is_device_array(a) else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
 
 
 def _finish(y, out_dtype):
