@@ -6,12 +6,17 @@
  *                         Both pools are separable: fold the window's rows into a row
  *                         buffer (contiguous, vectorises), then the columns (kh*W + kw*Q
  *                         operations per output row rather than kh*kw*Q strided ones).
+ *                         AVX2: each plane runs with plain max_ps and is rerun with a
+ *                         NaN-propagating max when MXCSR's invalid flag says it held a NaN
+ *                         (pool_op); 3x3/2 without padding (AlexNet) and 3x3/1 "same"
+ *                         (GoogLeNet) have register-only kernels.
  *   fc_avg_pool2d         count_include_pad: divisor = window clipped to the padded input
  *                         [-pad_top, H+pad_bottom) x [-pad_left, W+pad_right) (PyTorch's rule,
  *                         which matters for ceil_mode windows running past the padding);
  *                         otherwise divisor = the number of real input elements.
  *   fc_global_avg_pool2d  one reduction per plane, 16 partial sums so it vectorises
- *                         without -ffast-math.
+ *                         without -ffast-math; AVX2: eight planes at a time, reduced
+ *                         together by one transposed sum.
  */
 #include "fastconv.h"
 
@@ -113,11 +118,27 @@ FC_TARGET_AVX2 static inline __m256 tap8(const float *p, int64_t sw, __m256i gid
     return _mm256_i32gather_ps(p, gidx, 4);
 }
 
-/* The fold of a pooling window: NaN-propagating max, or a sum. */
+/* Whether a max_ps saw a NaN since the last call: MXCSR's sticky invalid-operation flag
+   (bit 0), which this clears. Read after a noinline function returns, so its max_ps have
+   all run; a flag left by other code only costs a needless rerun. */
+static inline int fp_invalid_take(void)
+{
+    const unsigned csr = _mm_getcsr();
+    if (!(csr & 1u)) return 0;
+    _mm_setcsr(csr & ~1u);
+    return 1;
+}
+
+/* The fold of a pooling window. IS_MAX: 0 a sum; 1 a NaN-propagating max; 2 a plain max_ps,
+   a third of nanmax's instructions: it drops a NaN in its first operand, but raises MXCSR's
+   invalid flag for any NaN operand, quiet ones too, and fc_max_pool2d reruns a plane that
+   raised it with IS_MAX = 1. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
 pool_op(__m256 a, __m256 b, const int IS_MAX)
 {
-    return IS_MAX ? fc_avx2_nanmax(a, b) : _mm256_add_ps(a, b);
+    return IS_MAX == 2 ? _mm256_max_ps(a, b)
+           : IS_MAX    ? fc_avx2_nanmax(a, b)
+                       : _mm256_add_ps(a, b);
 }
 
 /* Floats a[1..7], b[0] (a shifted left by one, b's first lane coming in) and a[-1] in the
@@ -320,7 +341,9 @@ FC_TARGET_AVX2 __attribute__((noinline)) static void
 pool_k3s1_same(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t pt,
                int64_t pb, int count_include_pad, const float *rc, float cdiv, int is_max)
 {
-    if (is_max)
+    if (is_max == 2)
+        pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 2, 0);
+    else if (is_max)
         pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 1, 0);
     else if (cdiv != 0.0f)
         pool_k3s1_same_t(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, 0, 1);
@@ -341,21 +364,10 @@ pool_k3s1_same(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int6
    NaN: max_ps alone drops a NaN in its first operand, and a check per load cost a fifth of
    the kernel. But every input element is an operand of some max_ps, and max_ps raises the
    invalid-operation flag in MXCSR for any NaN operand, quiet ones too (a compare would
-   not). So the kernel checks nothing: its caller reads the flag after the plane and reruns
-   a flagged plane on the NaN-propagating generic path (fc_max_pool2d masks the exceptions
-   and restores the caller's MXCSR). Returns the output rows done: those whose window lies
-   inside the plane; the rest run past the bottom and take the generic path. */
-/* Whether a max_ps saw a NaN since the last call: MXCSR's sticky invalid-operation flag
-   (bit 0), which this clears. Read after a noinline kernel returns, so its max_ps have all
-   run; a flag left by other code only costs a needless rerun on the generic path. */
-static inline int fp_invalid_take(void)
-{
-    const unsigned csr = _mm_getcsr();
-    if (!(csr & 1u)) return 0;
-    _mm_setcsr(csr & ~1u);
-    return 1;
-}
-
+   not). So the kernel checks nothing: fc_max_pool2d reads the flag after the plane and
+   reruns a flagged plane with the NaN-propagating max (pool_op). Returns the output rows
+   done: those whose window lies inside the plane; the rest run past the bottom and take
+   the generic path. */
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
 k3s2_pair_eo(__m256 v0, __m256 v1, __m256 *E, __m256 *O)
 {   /* v0, v1: columns c..c+7 of rows p, p+1 */
@@ -531,15 +543,12 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
         pool_k3s1_same(xp, yp, H, W, P, pt, pb, count_include_pad, rc, cdiv, IS_MAX);
         return;
     }
-    if (IS_MAX && KH == 3 && KW == 3 && SW == 2 && sh == 2 && dh == 1 && pt == 0 && pl == 0) {
-        fp_invalid_take(); /* a NaN of an earlier plane's generic path */
+    if (IS_MAX == 2 && KH == 3 && KW == 3 && SW == 2 && sh == 2 && dh == 1 && pt == 0 &&
+        pl == 0) {
         const int64_t done = pool_max_k3s2(xp, yp, H, W, P, Q);
-        if (!fp_invalid_take()) {
-            if (done == P) return;
-            /* the rest (windows running past the bottom) as a plane of its own on the
-               generic path below */
-            xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
-        } /* else the plane holds a NaN: all of it on the NaN-propagating generic path */
+        if (done == P) return;
+        /* the rest (windows running past the bottom) as a plane of its own below */
+        xp += 2 * done * W, yp += done * Q, H -= 2 * done, P -= done;
     }
     if (KW == 3 && SW == 1 && pl == 1 && Q == W) {
         pool_k3s1_t(xp, yp, H, W, P, kh, sh, pt, pb, dh, count_include_pad, rc, IS_MAX, KH);
@@ -616,7 +625,9 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
     }
 }
 
-FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W,
+/* noinline: fc_max_pool2d reads MXCSR after it returns, when all its max_ps have run. */
+FC_TARGET_AVX2 __attribute__((noinline)) static void
+pool_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W,
                                            int64_t P, int64_t Q, int64_t kh, int64_t kw,
                                            int64_t sh, int64_t sw, int64_t pt, int64_t pl,
                                            int64_t pb, int64_t dh, int64_t dw,
@@ -634,7 +645,9 @@ FC_TARGET_AVX2 static void pool_plane_avx2(const float *xp, float *yp, int64_t H
     else if (sw == 1) POOLP(m, 0, 0, 1);                                                   \
     else if (sw == 2) POOLP(m, 0, 0, 2);                                                   \
     else POOLP(m, 0, 0, 0);
-    if (is_max) {
+    if (is_max == 2) {
+        POOL_SHAPES(2)
+    } else if (is_max) {
         POOL_SHAPES(1)
     } else {
         POOL_SHAPES(0)
@@ -695,7 +708,7 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
         const int64_t pbk = pool_block_rows(bl, P);
 #pragma omp parallel num_threads(nt) reduction(| : failed)
         {
-            /* the 3x3/2 kernel finds NaNs through MXCSR's invalid flag (pool_max_k3s2):
+            /* the planes find NaNs through MXCSR's invalid flag (pool_op, IS_MAX = 2):
                exceptions masked, flags cleared, the caller's MXCSR back at the end */
             const unsigned csr = _mm_getcsr();
             _mm_setcsr((csr | 0x1f80u) & ~0x3fu);
@@ -703,11 +716,18 @@ FC_CLONES int fc_max_pool2d(const float *x, float *y, int64_t N, int64_t C, int6
             failed = buf == NULL;
             for (int64_t i = 0; buf && i < bl * pbk; ++i) buf[i] = -INFINITY;
 #pragma omp for schedule(static)
-            for (int64_t nc = 0; nc < N * C; ++nc)
-                if (buf)
-                    pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw,
-                                    stride_h, stride_w, pad_top, pad_left, 0, dil_h, dil_w, 0,
-                                    NULL, 0.0f, buf, bl, pbk, 1);
+            for (int64_t nc = 0; nc < N * C; ++nc) {
+                if (!buf) continue;
+#define POOL_MAX_PLANE(mode)                                                                \
+    pool_plane_avx2(x + nc * H * W, y + nc * P * Q, H, W, P, Q, kh, kw, stride_h, stride_w,  \
+                    pad_top, pad_left, 0, dil_h, dil_w, 0, NULL, 0.0f, buf, bl, pbk, mode)
+                POOL_MAX_PLANE(2); /* plain max_ps */
+                if (fp_invalid_take()) { /* the plane holds a NaN: again, NaN-propagating */
+                    POOL_MAX_PLANE(1);
+                    fp_invalid_take();
+                }
+#undef POOL_MAX_PLANE
+            }
             fc_free(buf);
             _mm_setcsr(csr);
         }

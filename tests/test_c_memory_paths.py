@@ -233,11 +233,13 @@ x[1, 2, 5, 7] = np.nan
 fastconv.set_num_threads(int(sys.argv[1]))
 libm.feclearexcept(FE_ALL)
 libm.feenableexcept(FE_INVALID)  # a NaN operand of max_ps would now raise SIGFPE
-y = fastconv.max_pool2d(x, 3, 2, backend="c")
+shapes = [(3, 2, 0), (3, 1, 1), (2, 2, 0), (3, 2, 1)]  # kernel, stride, padding
+ys = [fastconv.max_pool2d(x, k, s, p, backend="c") for k, s, p in shapes]
 enabled, raised = libm.fegetexcept(), libm.fetestexcept(FE_INVALID)
 libm.fedisableexcept(FE_INVALID)
-ref = fastconv.max_pool2d(x, 3, 2, backend="naive")
-assert np.array_equal(y, ref, equal_nan=True) and np.isnan(y[1, 2]).any()
+for (k, s, p), y in zip(shapes, ys):
+    ref = fastconv.max_pool2d(x, k, s, p, backend="naive")
+    assert np.array_equal(y, ref, equal_nan=True) and np.isnan(y[1, 2]).any(), (k, s, p)
 assert enabled == FE_INVALID, enabled  # the caller's exception masks are back
 assert raised == 0, raised  # and its flags: the kernel's invalid flag does not leak
 print("ok")
@@ -246,7 +248,7 @@ print("ok")
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_max_pool_nan_flag_leaves_caller_fp_state(threads):
-    """The 3x3/2 max pool finds NaNs through MXCSR's invalid flag (csrc/pool.c): it must mask
+    """The AVX2 max pools find NaNs through MXCSR's invalid flag (csrc/pool.c): they must mask
     the exception (no SIGFPE where the caller unmasked it) and restore the caller's MXCSR."""
     from fastconv import _registry
     if _registry.backend_module("c").build_info()["isa"] == "generic":
