@@ -627,13 +627,10 @@ pool_plane_t(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_
 
 /* noinline: fc_max_pool2d reads MXCSR after it returns, when all its max_ps have run. */
 FC_TARGET_AVX2 __attribute__((noinline)) static void
-pool_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W,
-                                           int64_t P, int64_t Q, int64_t kh, int64_t kw,
-                                           int64_t sh, int64_t sw, int64_t pt, int64_t pl,
-                                           int64_t pb, int64_t dh, int64_t dw,
-                                           int count_include_pad, const float *rc,
-                                           float cdiv, float *buf, int64_t bl, int64_t pbk,
-                                           int is_max)
+pool_plane_avx2(const float *xp, float *yp, int64_t H, int64_t W, int64_t P, int64_t Q,
+                int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                int64_t pb, int64_t dh, int64_t dw, int count_include_pad, const float *rc,
+                float cdiv, float *buf, int64_t bl, int64_t pbk, int is_max)
 {
 #define POOLP(m, a, b, c)                                                                  \
     pool_plane_t(xp, yp, H, W, P, Q, kh, kw, sh, sw, pt, pl, pb, dh, dw, count_include_pad, \
