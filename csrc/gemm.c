@@ -374,47 +374,37 @@ FC_TARGET_AVX2 static inline void transpose8(__m256 r[8])
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/* 8 rows of s (row stride lds), k = 0 .. kc -> d[k * ldd + 0..7] (8 columns of a B panel). */
+/* 8 * G rows of s (row stride lds), k = 0 .. kc -> d[k * ldd + 0 .. 8G-1] (columns of a B
+   panel), by 8 x 8 transposes. G = 2 does both transposes of a k-block at once, so that for
+   a 16-wide panel each k writes one whole 64-byte line: two G = 1 passes wrote half-lines,
+   and over a 147 KB panel the first pass's halves left L1 before the second filled them in
+   (AlexNet conv3's 3.5 MB of weights: 159-162 -> 107-121 us). */
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void
+pack_bt_avx2(const float *s, int64_t lds, int64_t kc, float *d, int64_t ldd, const int G)
+{
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[2][8];
+        for (int g = 0; g < G; ++g) {
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; ++j) r[g][j] = _mm256_loadu_ps(s + (8 * g + j) * lds + k);
+            transpose8(r[g]);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j)
+            for (int g = 0; g < G; ++g) _mm256_storeu_ps(d + (k + j) * ldd + 8 * g, r[g][j]);
+    }
+    for (; k < kc; ++k)
+        for (int j = 0; j < 8 * G; ++j) d[k * ldd + j] = s[j * lds + k];
+}
 FC_TARGET_AVX2 static void pack_bt8_avx2(const float *s, int64_t lds, int64_t kc, float *d,
                                          int64_t ldd)
 {
-    int64_t k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        __m256 r[8];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(s + j * lds + k);
-        transpose8(r);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + (k + j) * ldd, r[j]);
-    }
-    for (; k < kc; ++k)
-        for (int j = 0; j < 8; ++j) d[k * ldd + j] = s[j * lds + k];
+    pack_bt_avx2(s, lds, kc, d, ldd, 1);
 }
-
-/* 16 rows of s (row stride lds), k = 0 .. kc -> d[k * 16 + 0..15]: both 8 x 8 transposes
-   of a k-block at once, so each k writes one whole 64-byte line (two passes of
-   pack_bt8_avx2 wrote half-lines, and the first pass's halves were out of L1 before the
-   second filled them in: AlexNet conv3's 3.5 MB of weights packed in 186 -> 135 us). */
 FC_TARGET_AVX2 static void pack_bt16_avx2(const float *s, int64_t lds, int64_t kc, float *d)
 {
-    int64_t k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        __m256 r[8], q[8];
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) {
-            r[j] = _mm256_loadu_ps(s + j * lds + k);
-            q[j] = _mm256_loadu_ps(s + (j + 8) * lds + k);
-        }
-        transpose8(r);
-        transpose8(q);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) {
-            _mm256_storeu_ps(d + (k + j) * 16, r[j]);
-            _mm256_storeu_ps(d + (k + j) * 16 + 8, q[j]);
-        }
-    }
-    for (; k < kc; ++k)
-        for (int j = 0; j < 16; ++j) d[k * 16 + j] = s[j * lds + k];
+    pack_bt_avx2(s, lds, kc, d, 16, 2);
 }
 
 /* 6 full rows of s (row stride lds), k = 0 .. kc -> d[k * 6 + 0..5] (one MR = 6 A panel).
