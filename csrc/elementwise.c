@@ -343,6 +343,16 @@ static void lrn_row_exact(const float *const *rp, int64_t nw, const float *xr, f
     }
 }
 
+/* Whether a row's t left [FLT_MIN, FLT_MAX] (vmin, vmax: its lane-wise extremes), so that
+   it takes the exact path. NaN lanes are skipped by min/max (they are right on the fast
+   path). */
+FC_TARGET_AVX2 static inline int lrn_t_out_of_range(__m256 vmin, __m256 vmax)
+{
+    return _mm256_movemask_ps(
+        _mm256_or_ps(_mm256_cmp_ps(vmin, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ),
+                     _mm256_cmp_ps(vmax, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ)));
+}
+
 /* Size 5, output channels c = s - 2 and c + 1 in one step, squaring channels s and s + 1
    into the ring (size + 1 rows): the windows c-2..c+2 and c-1..c+3 share c-1..c+2, so the
    two sums take 4 ring loads and 7 adds, k included (one output at a time: 8 and 10). */
@@ -406,10 +416,7 @@ lrn_pair_step(const float *xn, float *yn, float *ring, int64_t L, int64_t C, int
 #undef LRN_MST
 #undef LRN_KEEP
 #undef LRN_ONE
-    /* NaN lanes are skipped by min/max (they are right on the fast path) */
-    const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(vmin, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ),
-                                    _mm256_cmp_ps(vmax, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
-    if (_mm256_movemask_ps(bad))
+    if (lrn_t_out_of_range(vmin, vmax))
         for (int64_t o = 0; o < 2; ++o) {
             for (int64_t w = 0; w < 5; ++w) rp[w] = ring + ((c + o - 2 + w) % R) * LRN_RING_LD;
             lrn_row_exact(rp, 5, xc0 + o * L, y0 + o * L, len, a, k);
@@ -536,10 +543,7 @@ FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t 
                     vmax = _mm256_max_ps(t, vmax);
                     _mm256_maskstore_ps(yr + i, tm, lrn_apply_avx2(_mm256_maskload_ps(xr + i, tm), t, lc));
                 }
-                /* NaN lanes are skipped by min/max (they are right on the fast path) */
-                const __m256 bad = _mm256_or_ps(_mm256_cmp_ps(vmin, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ),
-                                                _mm256_cmp_ps(vmax, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
-                if (_mm256_movemask_ps(bad)) lrn_row_exact(rp, nw, xr, yr, len, a, k);
+                if (lrn_t_out_of_range(vmin, vmax)) lrn_row_exact(rp, nw, xr, yr, len, a, k);
             }
         }
         fc_free(ring);
