@@ -174,10 +174,11 @@ def run_checks():
                                            err_msg=str((N, C, H, W, size, k, alpha, beta)))
 
     # LRN: sizes 1..7 over channel counts below / around the window and spatial sizes of
-    # one or several chunks (the AVX2 path works in chunks of <= 512 floats) with ragged
-    # ends; inf / NaN / zero inputs; squares that overflow (rows of t = inf) and positions
-    # where all x are 0 with k = 0 (t = 0): both take the exact per-row fallback. The
-    # reference sums the float32 squares in float32 like the kernels, then works in float64.
+    # one or several chunks (the AVX2 ring path, sizes other than 5, works in chunks of <= 512
+    # floats) with ragged ends; inf / NaN / zero inputs; squares that overflow (rows of
+    # t = inf) and positions where all x are 0 with k = 0 (t = 0): both take the exact per-row
+    # fallback. The reference sums the float32 squares in float32 like the kernels, then
+    # works in float64.
     for (N, C, H, W) in [(1, 3, 9, 65), (2, 8, 23, 47), (1, 6, 1, 513), (1, 9, 2, 7)]:
         for size in range(1, 8):
             for k, alpha, scale in [(1.0, 1e-4, 1.0), (2.0, 1e-4, 30.0), (1.0, 1e-4, 1e25),
@@ -198,6 +199,27 @@ def run_checks():
                 got = fastconv.local_response_norm(x, size, alpha, 0.75, k, backend="c")
                 np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30,
                                            err_msg=str(("lrn", N, C, H, W, size, k, alpha, scale)))
+
+    # LRN size 5 (lrn5_avx2): rows over 4096 floats cut in parts, rows split for the threads
+    # (N not a multiple of them), 1-4 output channels in the last step, and one channel c* so
+    # large that its square overflows: exactly the windows holding c* take the exact path,
+    # whichever of a step's four outputs they are, next to outputs of the fast path.
+    for (N, C, H, W) in [(1, 7, 3, 1500), (3, 9, 1, 130), (1, 5, 1, 300), (1, 4, 2, 4099),
+                         (2, 6, 1, 33)]:
+        for hot in range(C):
+            for k, alpha in [(2.0, 1e-4), (1.0, 1e-38)]:  # scaled and unscaled t
+                x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+                x[:, hot, :, ::3] *= np.float32(1e25)
+                x.flat[rng.integers(0, x.size, 2)] = np.nan
+                sq = x.astype(np.float64) ** 2
+                s = np.zeros_like(sq)
+                for c in range(C):
+                    s[:, c] = sq[:, max(0, c - 2):c + 3].sum(axis=1)
+                s[s > np.finfo(np.float32).max] = np.inf  # float32 squares overflow
+                ref = x.astype(np.float64) / (k + alpha / 5 * s) ** 0.75
+                got = fastconv.local_response_norm(x, 5, alpha, 0.75, k, backend="c")
+                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30,
+                                           err_msg=str(("lrn5", N, C, H, W, hot, k, alpha)))
 
 
 def test_memory_paths_best_isa():
