@@ -84,6 +84,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.3, help="timing per candidate per round")
     parser.add_argument("--only", default="", help="comma-separated substrings of layer names")
+    # The thread-scaling ratio divides timings that ran on different vCPU sets, so it is the
+    # noisiest figure here: its median over 5 rounds of 0.3 s moved 1.59-2.02 between runs
+    # of the same code, over 11 rounds of 0.2 s it held 1.81-1.96 (also through minutes when
+    # the FMA probe read 1.0-1.3). Same statistic, more rounds.
+    parser.add_argument("--scaling-rounds", type=int, default=11)
+    parser.add_argument("--scaling-seconds", type=float, default=0.2)
     parser.add_argument("--sections", default="gemm,conv,gemv,memory,scaling,numba",
                         help="comma-separated: gemm, conv, gemv, memory, scaling, numba")
     args = parser.parse_args(argv)
@@ -155,6 +161,7 @@ def main(argv=None):
         # between two readings of what the host itself gives the extra threads.
         print(f"\nhost FMA probe, 1 -> {args.threads} threads before the table: "
               f"{host_fma_speedup(args.threads):.2f}")
+        print(f"\n({args.scaling_rounds} rounds of {args.scaling_seconds} s per thread count)")
         print(f"\n| layer | c 1 thread GFLOP/s | c {args.threads} threads GFLOP/s | speedup "
               "| speedup, fastest calls |")
         print("|---|---:|---:|---:|---:|")
@@ -173,7 +180,7 @@ def main(argv=None):
             # 2-thread call of the whole run, which the host's interruptions cannot inflate
             fastest = {}
             res = alternate({"one": with_threads(1), "many": with_threads(args.threads)},
-                            args.rounds, args.seconds, fastest=fastest)
+                            args.scaling_rounds, args.scaling_seconds, fastest=fastest)
             fastconv.set_num_threads(args.threads)
             flops = conv_flops(*layer[1:])
             speedup = float(np.median(np.array(res["one"]) / np.array(res["many"])))
