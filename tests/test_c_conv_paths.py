@@ -21,6 +21,7 @@ from fastconv.backends import naive
 from helpers import assert_close, case_seed, rand
 
 c = pytest.importorskip("fastconv.backends.c")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 ALGOS = [a for a in c.CONV_ALGORITHMS]
 
@@ -138,6 +139,44 @@ def test_thread_counts_agree(threads, shape):
                              case=f"{algo} {threads} threads")
     finally:
         fastconv.set_num_threads(before)
+
+
+_STEAL_SCRIPT = r"""
+import sys
+import numpy as np
+import fastconv
+from fastconv.backends import c
+sys.path.insert(0, %r)
+from test_c_conv_paths import THREAD_SHAPES, _case, _ref64
+from helpers import assert_close
+# THREAD_SHAPES, plus runs cut into chunks (small panels, many pixels) and, where a run's
+# pixels make one chunk, into pieces (6x6 outputs: 6 blocks of 6 pixels); every shape has
+# the work for 5 threads (fc_threads_for)
+for shape in THREAD_SHAPES + [(4, 3, 40, 40, 24, 3, 3, 1, 1, 1, 1),
+                              (1, 96, 27, 27, 64, 5, 5, 1, 2, 1, 2),
+                              (2, 64, 6, 6, 80, 3, 3, 1, 1, 1, 1), (3, 32, 7, 7, 80, 3, 3, 1, 1, 1, 2)]:
+    x, w, b, p = _case(shape, True, "relu")
+    fastconv.set_num_threads(1)
+    one = c.conv2d(x, w, b, p, "relu", "indirect")
+    for threads in (2, 3, 5):
+        fastconv.set_num_threads(threads)
+        y = c.conv2d(x, w, b, p, "relu", "indirect")
+        assert np.array_equal(y, one), (shape, threads)  # same sums, whoever runs them
+        assert_close(y, _ref64(x, w, b, p, "relu"), reduction=p.C // p.groups * p.R * p.S,
+                     case=f"indirect {shape} {threads} threads, stealing first")
+print("ok")
+"""
+
+
+def test_indirect_conv_items_taken_by_other_threads():
+    """The indirect conv's threads take work items off the ends of the others' ranges when
+    done with their own (csrc/conv_fast.c). FASTCONV_TEST_STEAL_FIRST=1 makes every thread
+    do that first, so that every item runs on a thread that did not own it: it must pack
+    the panel and pad the image-group itself, and the outputs must equal one thread's."""
+    env = dict(os.environ, FASTCONV_TEST_STEAL_FIRST="1")
+    res = subprocess.run([sys.executable, "-c", _STEAL_SCRIPT % HERE], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
 
 
 def test_unknown_algorithm():

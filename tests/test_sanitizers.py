@@ -217,6 +217,37 @@ def test_c_kernels_clean_under_asan_ubsan_lsan(sanitized):
     assert not ours, "LeakSanitizer: the C kernels leak:\n" + "\n".join(ours)[:6000]
 
 
+_STEAL_DRIVER = r'''
+import os, sys
+import numpy as np
+import fastconv as fc
+from fastconv import _checks
+from fastconv.backends import c as cb
+assert fc.__file__.startswith(os.environ["FC_SAN_DIR"]), fc.__file__
+rng = np.random.default_rng(7)
+for (N, C, H, W, K, k, pad, groups) in [(2, 64, 6, 6, 80, 3, 1, 1), (3, 32, 7, 7, 80, 3, 1, 2),
+                                        (1, 40, 13, 13, 50, 3, 1, 2), (4, 3, 20, 20, 24, 3, 1, 1)]:
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C // groups, k, k)).astype(np.float32)
+    ys = []
+    for threads in (1, 2, 3, 5):
+        fc.set_num_threads(threads)
+        p = _checks.check_conv2d(x, w, None, 1, pad, 1, groups)
+        ys.append(cb.conv2d(x, w, None, p, None, algorithm="indirect"))
+    assert all(np.array_equal(y, ys[0]) for y in ys), (N, C, H, W, K, groups)
+print("STEAL DONE")
+'''
+
+
+def test_indirect_conv_stealing_clean_under_sanitizers(sanitized):
+    """Every work item of the indirect conv run by a thread that did not own it
+    (FASTCONV_TEST_STEAL_FIRST=1, see test_c_conv_paths), under ASan / UBSan."""
+    tmp, env = sanitized
+    res = _run(["-c", _STEAL_DRIVER], tmp, dict(env, FASTCONV_TEST_STEAL_FIRST="1"))
+    assert res.returncode == 0 and "STEAL DONE" in res.stdout, res.stdout + res.stderr[-4000:]
+    assert not _findings(res.stderr), "\n".join(_findings(res.stderr))
+
+
 def test_c_property_tests_under_sanitizers(sanitized):
     """The hypothesis property tests, C backend only, under the sanitizers."""
     tmp, env = sanitized
