@@ -17,7 +17,7 @@
  *                  a step along whole rows, squares recomputed from 8 x rows (streams that
  *                  the prefetchers follow); other sizes: one fused pass per (n, 512-float
  *                  spatial chunk) squares channel s into a ring and writes output channel
- *                  s - (size-1)/2 (x read from memory once, y prefetched for write).
+ *                  s - (size-1)/2 (x read from memory once).
  *   fc_batch_norm  (x - mean) * (weight / sqrt(var + eps)) + bias, scale computed in double.
  * Threads: one global count, passed as num_threads(...) to every parallel region, because
  * omp_set_num_threads only changes the calling thread's ICV and Python may call from any
@@ -305,13 +305,9 @@ FC_CLONES void fc_softmax(const float *x, float *y, int64_t outer, int64_t L, in
 /* ring row stride: 16 floats more than a chunk, so that the ring rows are not 4 KiB apart
    (a store to one row would otherwise falsely alias the loads of the row two slots away) */
 #define LRN_RING_LD (LRN_AVX_CH + 16)
-/* floats per spatial chunk: size + 3 rows of it stay in L1 */
 #ifndef LRN_PF
-#define LRN_PF 2
+#define LRN_PF 2 /* prefetch the x row this many channels ahead */
 #endif
-      /* prefetch the x and y rows this many channels ahead */
-/* prefetch for writing (the y rows are written whole, but a write still reads the line) */
-#define LRN_PREFETCHW(p) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(p)))
 
 /* y = x * c * t^-0.75 of 8 lanes, for normal, finite t > 0, with lc = {2.25 c, 0.75 c, 0.5 c}.
    r = rsqrt(t) and s = rsqrt(r) are ~12-bit; u0 = r (r s) ~ t^-0.75 (1+e1)^1.5 (1+e2) where
@@ -521,7 +517,7 @@ FC_TARGET_AVX2 static void lrn5_avx2(const float *x, float *y, int64_t N, int64_
 }
 
 /* beta == 0.75. Per (n, spatial chunk of <= LRN_AVX_CH floats) one pass over the channels:
-   step s squares the newest channel row s into a ring of `size` + 1 rows (each x loaded
+   step s squares the newest channel row s into a ring of `size` rows (each x loaded
    from memory once, its square reused by `size` outputs) and, in the same loop, sums the
    window of output channel s - (size-1)/2 directly (no running sum, so no cancellation)
    and writes that output row; x of the output row was loaded (size-1)/2 steps ago, so it
@@ -539,7 +535,7 @@ FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t 
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
-        float *ring = fc_alloc_floats((size + 1) * LRN_RING_LD);
+        float *ring = fc_alloc_floats(size * LRN_RING_LD);
         const float **rp = malloc((size_t)size * sizeof(*rp)); /* the window's ring rows */
         failed = !ring || !rp;
         /* (k + a S)^-0.75 = a^-0.75 (S + k/a)^-0.75: with a in a sane range the hot loop
@@ -562,7 +558,7 @@ FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t 
             for (int64_t s = 0; s < C + hi; ++s) {
                 const int newest = s < C; /* channel s is squared in this step */
                 const float *xs = xn + s * L;
-                float *sq = ring + (s % (size + 1)) * LRN_RING_LD;
+                float *sq = ring + (s % size) * LRN_RING_LD;
                 const float *pf = xn + (s + LRN_PF < C ? s + LRN_PF : C - 1) * L;
                 const int64_t c = s - hi; /* output channel of this step */
                 if (c < 0) { /* window not complete yet: only square */
@@ -582,43 +578,24 @@ FC_TARGET_AVX2 static int lrn_avx2(const float *x, float *y, int64_t N, int64_t 
                 const int64_t c1 = c + hi >= C ? C - 1 : c + hi;
                 const int64_t nw = c1 - c0 + 1;
                 for (int64_t cc = c0; cc <= c1; ++cc)
-                    rp[cc - c0] = ring + (cc % (size + 1)) * LRN_RING_LD;
+                    rp[cc - c0] = ring + (cc % size) * LRN_RING_LD;
                 const float *xr = xn + c * L;
                 float *yr = yn + c * L;
-                const float *pw = yn + (c + LRN_PF < C ? c + LRN_PF : C - 1) * L;
                 __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_setzero_ps();
                 int64_t i = 0;
-                if (newest && nw == 5) { /* the common case: ring rows 0..3 + the new square */
-                    const float *r0 = rp[0], *r1 = rp[1], *r2 = rp[2], *r3 = rp[3];
-                    for (; i < lv; i += 8) {
+                for (; i < lv; i += 8) {
+                    __m256 sum;
+                    if (newest) {
                         const __m256 v = _mm256_loadu_ps(xs + i);
                         _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
-                        LRN_PREFETCHW(pw + i);
-                        const __m256 q = _mm256_mul_ps(v, v);
-                        _mm256_store_ps(sq + i, q);
-                        const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(
-                            _mm256_load_ps(r0 + i), _mm256_load_ps(r1 + i)), _mm256_load_ps(r2 + i)),
-                            _mm256_load_ps(r3 + i)), q);
-                        const __m256 t = scaled ? _mm256_add_ps(sum, vk) : _mm256_fmadd_ps(va, sum, vk);
-                        vmin = _mm256_min_ps(t, vmin);
-                        vmax = _mm256_max_ps(t, vmax);
-                        _mm256_storeu_ps(yr + i, lrn_apply_avx2(_mm256_loadu_ps(xr + i), t, lc));
+                        _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
                     }
-                } else {
-                    for (; i < lv; i += 8) {
-                        __m256 sum;
-                        if (newest) {
-                            const __m256 v = _mm256_loadu_ps(xs + i);
-                            _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
-                            _mm256_store_ps(sq + i, _mm256_mul_ps(v, v));
-                        }
-                        sum = _mm256_load_ps(rp[0] + i);
-                        for (int64_t w = 1; w < nw; ++w) sum = _mm256_add_ps(sum, _mm256_load_ps(rp[w] + i));
-                        const __m256 t = _mm256_fmadd_ps(va, sum, vk);
-                        vmin = _mm256_min_ps(t, vmin);
-                        vmax = _mm256_max_ps(t, vmax);
-                        _mm256_storeu_ps(yr + i, lrn_apply_avx2(_mm256_loadu_ps(xr + i), t, lc));
-                    }
+                    sum = _mm256_load_ps(rp[0] + i);
+                    for (int64_t w = 1; w < nw; ++w) sum = _mm256_add_ps(sum, _mm256_load_ps(rp[w] + i));
+                    const __m256 t = _mm256_fmadd_ps(va, sum, vk);
+                    vmin = _mm256_min_ps(t, vmin);
+                    vmax = _mm256_max_ps(t, vmax);
+                    _mm256_storeu_ps(yr + i, lrn_apply_avx2(_mm256_loadu_ps(xr + i), t, lc));
                 }
                 if (i < len) { /* ragged end of the last chunk: masked lanes load 0 */
                     if (newest) {
